@@ -1,0 +1,82 @@
+"""`skbridge sandbox`: a local Slurm + Kubernetes (kwok) stack for development and tests."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bridge.errors import BridgeError
+from bridge.sandbox import manager
+from bridge.sandbox.layout import SandboxLayout
+
+app = typer.Typer(
+    help="Run a local sandbox: real Slurm (slurmctld + slurmd, fake GPUs) and a real Kubernetes control plane "
+    "(etcd, kube-apiserver, controller-manager, scheduler) with kwok nodes mirroring the Slurm node. "
+    "Its directory is $SKBRIDGE_SANDBOX_DIR (default /var/tmp/skbridge-sandbox).",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+@app.command()
+def up(
+    show: bool = typer.Option(True, help="Show sinfo and the Kubernetes nodes at the end."),
+) -> None:
+    """Build what is missing (first run: Kubernetes from source, cached), then start everything. Safe to repeat."""
+    layout = SandboxLayout.default()
+    try:
+        manager.up(layout, _progress)
+    except BridgeError as exc:
+        err.print(f"[red]sandbox up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if show:
+        env = layout.env()
+        for argv in (["sinfo", "-N", "-o", "%N %T %c %m %G"],
+                     [str(manager.k8s_build.bin_dir() / "kubectl"), "--kubeconfig", env["KUBECONFIG"], "get", "nodes",
+                      "-o", "custom-columns=NAME:.metadata.name,STATUS:.status.conditions[-1].type,"
+                      "CPU:.status.capacity.cpu,MEMORY:.status.capacity.memory,GPU:.status.capacity.nvidia\\.com/gpu"]):
+            console.rule(" ".join(argv[:1] if argv[0] == "sinfo" else ["kubectl get nodes"]))
+            subprocess.run(argv, env={**os.environ, **env}, check=False)
+        console.print(f"\nUse it from a shell: [bold]eval \"$(skbridge sandbox env)\"[/bold]")
+
+
+@app.command()
+def down(purge: bool = typer.Option(False, help="Also delete the sandbox directory (state, logs, NAS).")) -> None:
+    """Stop exactly the processes `up` started, and any process they left behind."""
+    manager.down(SandboxLayout.default(), _progress, purge=purge)
+
+
+@app.command()
+def status() -> None:
+    """Show each component and its state; exits 1 when something is not running."""
+    layout = SandboxLayout.default()
+    table = Table(title=f"sandbox {layout.root}")
+    for column in ("component", "pid", "state", "detail"):
+        table.add_column(column)
+    rows = manager.status(layout)
+    for row in rows:
+        colour = "green" if row.state in {"running", "Ready", "idle", "mixed", "allocated"} else "red"
+        table.add_row(row.name, str(row.pid or ""), f"[{colour}]{row.state}[/{colour}]", row.detail)
+    console.print(table)
+    if any(row.state in {"stopped", "error", "NotReady"} for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines for SLURM_CONF, KUBECONFIG and SKBRIDGE_CONFIG: eval "$(skbridge sandbox env)"."""
+    layout = SandboxLayout.default()
+    for key, value in layout.env().items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+    typer.echo(f"export PATH={shlex.quote(str(manager.k8s_build.bin_dir()))}:\"$PATH\"")

@@ -1,0 +1,53 @@
+"""Kubeconfig files the bridge writes: for the sandbox's components and for the hooks."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def write_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    ca_pem: bytes,
+    user_name: str,
+    client_cert_pem: bytes | None = None,
+    client_key_pem: bytes | None = None,
+    token: str | None = None,
+    namespace: str | None = None,
+    mode: int = 0o600,
+) -> None:
+    """Write a self-contained kubeconfig (credentials inline), atomically and with `mode`."""
+    user: dict[str, Any] = {}
+    if token is not None:
+        user["token"] = token
+    if client_cert_pem is not None and client_key_pem is not None:
+        user["client-certificate-data"] = _b64(client_cert_pem)
+        user["client-key-data"] = _b64(client_key_pem)
+    context: dict[str, Any] = {"cluster": "cluster", "user": user_name}
+    if namespace:
+        context["namespace"] = namespace
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}],
+        "users": [{"name": user_name, "user": user}],
+        "contexts": [{"name": "default", "context": context}],
+        "current-context": "default",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        yaml.safe_dump(doc, out, sort_keys=False)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

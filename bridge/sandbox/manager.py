@@ -1,0 +1,100 @@
+"""`skbridge sandbox up|down|status`: the whole local stack, started and stopped by pid."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from bridge.ingest.layout import ensure_nas_layout
+from bridge.sandbox import k8s_build, kube_cluster, slurm_cluster
+from bridge.sandbox.layout import ProgressFn, SandboxLayout
+from bridge.sandbox.procs import Daemons, kill_strays
+from bridge.settings import load_settings
+
+SANDBOX_REGISTRIES = ["registry.lab:5000", "docker.io/library", "nas-hub.local:5407"]
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    state: str
+    detail: str = ""
+
+
+def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
+    return {
+        "nas": {
+            "root": str(layout.nas_dir),
+            "shared_volumes": {"datasets": {"path": "shared/datasets", "read_only": True}},
+        },
+        "slurm": {"conf_path": str(layout.slurm_conf)},
+        "kubernetes": {"kubeconfig": str(layout.bridge_kubeconfig)},
+        "ingest": {
+            "journal_path": str(layout.root / "state" / "journal.sqlite"),
+            "lock_path": str(layout.run_dir / "watcher.lock"),
+            "poll_interval_s": 0.5,
+            "settle_s": 0.5,
+        },
+        "policy": {"allowed_registries": SANDBOX_REGISTRIES},
+    }
+
+
+def _write_bridge_config(layout: SandboxLayout) -> None:
+    text = "# Bridge settings for the sandbox, written by `skbridge sandbox up`.\n" + yaml.safe_dump(
+        bridge_config(layout), sort_keys=False)
+    layout.bridge_config.write_text(text, encoding="utf-8")
+    settings = load_settings(layout.bridge_config)
+    ensure_nas_layout(settings.nas)
+    (layout.nas_dir / "shared" / "datasets").mkdir(parents=True, exist_ok=True)
+
+
+def up(layout: SandboxLayout, progress: ProgressFn) -> float:
+    started = time.monotonic()
+    for directory in (layout.root, layout.run_dir, layout.log_dir, layout.root / "state"):
+        directory.mkdir(parents=True, exist_ok=True)
+    layout.root.chmod(0o755)
+    daemons = Daemons(layout)
+    bin_dir = k8s_build.ensure_built(progress)
+    slurm_cluster.ensure_packages(progress)
+    slurm_cluster.write_config(layout)
+    slurm_cluster.start(layout, daemons, progress)
+    kube_cluster.start(layout, daemons, bin_dir, progress)
+    _write_bridge_config(layout)
+    elapsed = time.monotonic() - started
+    progress(f"sandbox up in {elapsed:.1f}s")
+    return elapsed
+
+
+def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) -> None:
+    daemons = Daemons(layout)
+    stopped = kube_cluster.stop(daemons) + slurm_cluster.stop(layout, daemons)
+    strays = kill_strays(layout)
+    progress(f"stopped {', '.join(stopped) or 'nothing'}" + (f"; killed {len(strays)} stray process(es)" if strays else ""))
+    if purge and layout.root.exists():
+        shutil.rmtree(layout.root)
+        progress(f"removed {layout.root}")
+
+
+def status(layout: SandboxLayout) -> list[ComponentStatus]:
+    daemons = Daemons(layout)
+    rows: list[ComponentStatus] = []
+    for name in ("munged", "slurmctld", "slurmd", *kube_cluster.COMPONENTS):
+        rec = daemons.running(name)
+        if name == "munged" and rec is None and slurm_cluster.munge_works():
+            rows.append(ComponentStatus(name, None, "running", "started outside the sandbox"))
+            continue
+        rows.append(ComponentStatus(name, rec.pid if rec else None, "running" if rec else "stopped"))
+    if daemons.running("slurmctld"):
+        rows.append(ComponentStatus("slurm node", None, slurm_cluster.node_state(layout) or "unknown", layout.node.name))
+    if daemons.running("kube-apiserver"):
+        try:
+            ready = kube_cluster.node_ready(kube_cluster.admin_api(layout), layout.node.name)
+            rows.append(ComponentStatus("kubernetes node", None, "Ready" if ready else "NotReady", layout.node.name))
+        except Exception as exc:  # noqa: BLE001 - status must report, not crash
+            rows.append(ComponentStatus("kubernetes node", None, "error", str(exc)[:80]))
+    return rows

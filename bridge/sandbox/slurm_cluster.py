@@ -1,0 +1,190 @@
+"""The sandbox's Slurm: munged, slurmctld and one slurmd on this host, with fake GPUs.
+
+The node declares more CPUs and memory than a laptop has (`SlurmdParameters=config_overrides`)
+so GPU-sized test jobs can be allocated; nothing runs on the host that would need them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from bridge.errors import PermanentError
+from bridge.sandbox.layout import ProgressFn, SandboxLayout
+from bridge.sandbox.procs import Daemons
+
+SLURM_PACKAGES = ("slurm-wlm", "slurm-client", "munge")
+MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+ETC_SLURM_CONF = Path("/etc/slurm/slurm.conf")
+
+
+def ensure_packages(progress: ProgressFn) -> None:
+    missing = [tool for tool in ("slurmctld", "slurmd", "sbatch", "munged") if shutil.which(tool) is None
+               and not Path(f"/usr/sbin/{tool}").exists()]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise PermanentError(f"missing {', '.join(missing)}; install them with: sudo apt-get install {' '.join(SLURM_PACKAGES)}")
+    progress(f"installing {' '.join(SLURM_PACKAGES)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *SLURM_PACKAGES]):
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise PermanentError(f"{' '.join(argv)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+
+
+def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) -> str:
+    node = layout.node
+    ports = layout.ports
+    state = layout.slurm_dir / "state"
+    lines = [
+        "# Written by `skbridge sandbox up`; edits are overwritten on the next `up`.",
+        "ClusterName=skbsandbox",
+        f"SlurmctldHost={node.name}(127.0.0.1)",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        f"SlurmctldPort={ports.slurmctld}",
+        f"SlurmdPort={ports.slurmd}",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"StateSaveLocation={state}/ctld",
+        f"SlurmdSpoolDir={state}/slurmd",
+        f"SlurmctldPidFile={layout.run_dir}/slurmctld.daemon.pid",
+        f"SlurmdPidFile={layout.run_dir}/slurmd.daemon.pid",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "MpiDefault=none",
+        "MailProg=/bin/true",
+        "SwitchType=switch/none",
+        "ReturnToService=2",
+        "SlurmdParameters=config_overrides",
+        # Scheduling exactly as the lab runs it.
+        "SchedulerType=sched/backfill",
+        "SchedulerParameters=bf_interval=5,bf_window=10080,bf_continue,bf_resolution=60",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core_Memory",
+        "PriorityType=priority/multifactor",
+        "PriorityDecayHalfLife=7-0",
+        "PriorityMaxAge=7-0",
+        "PriorityWeightAge=1000",
+        "PriorityWeightFairshare=10000",
+        "PriorityWeightJobSize=1000",
+        "PriorityWeightPartition=1000",
+        "PriorityWeightTRES=CPU=1000,Mem=1000",
+        "GresTypes=gpu",
+        "AccountingStorageType=accounting_storage/none",
+        "JobCompType=jobcomp/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "DefMemPerCPU=1024",
+        "MinJobAge=300",
+        "KillWait=30",
+        "PrologEpilogTimeout=120",
+        "MessageTimeout=20",
+        "SlurmctldTimeout=60",
+        "SlurmdTimeout=120",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+    ]
+    for key, value in (hooks or {}).items():
+        lines.append(f"{key}={value}")
+    lines += [
+        f"NodeName={node.name} NodeAddr=127.0.0.1 CPUs={node.cpus} RealMemory={node.memory_mib} "
+        f"Gres=gpu:{node.gpu_type}:{node.gpus} State=UNKNOWN",
+        f"PartitionName=gpu Nodes={node.name} Default=YES MaxTime=7-00:00:00 State=UP",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_gres_conf(layout: SandboxLayout) -> str:
+    node = layout.node
+    last = node.gpus - 1
+    return (
+        "# Fake GPUs: placeholder files stand in for /dev/nvidiaN.\n"
+        "AutoDetect=off\n"
+        f"NodeName={node.name} Name=gpu Type={node.gpu_type} File={layout.gpu_device_dir}/nvidia[0-{last}]\n"
+    )
+
+
+def write_config(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) -> None:
+    for sub in ("state/ctld", "state/slurmd", "dev"):
+        (layout.slurm_dir / sub).mkdir(parents=True, exist_ok=True)
+    for index in range(layout.node.gpus):
+        (layout.gpu_device_dir / f"nvidia{index}").touch()
+    layout.slurm_conf.write_text(render_slurm_conf(layout, hooks=hooks), encoding="utf-8")
+    (layout.slurm_dir / "gres.conf").write_text(render_gres_conf(layout), encoding="utf-8")
+    layout.slurm_conf.chmod(0o644)
+
+
+def munge_works() -> bool:
+    try:
+        cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=5, check=False)
+        if cred.returncode != 0:
+            return False
+        back = subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return back.returncode == 0
+
+
+def slurm_env(layout: SandboxLayout) -> dict[str, str]:
+    return dict(os.environ, SLURM_CONF=str(layout.slurm_conf))
+
+
+def controller_answers(layout: SandboxLayout) -> bool:
+    out = subprocess.run(["scontrol", "ping"], env=slurm_env(layout), capture_output=True, text=True, timeout=20,
+                         check=False)
+    return out.returncode == 0 and " is UP" in out.stdout
+
+
+def node_state(layout: SandboxLayout) -> str:
+    out = subprocess.run(["sinfo", "-h", "-N", "-n", layout.node.name, "-o", "%T"], env=slurm_env(layout),
+                         capture_output=True, text=True, timeout=20, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None:
+    if not munge_works():
+        munge_dir = MUNGE_SOCKET.parent
+        munge_dir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(munge_dir, "munge", "munge")
+        progress("starting munged")
+        daemons.start_and_wait("munged", ["/usr/sbin/munged", "--foreground"], user="munge", ready=munge_works,
+                               timeout_s=20)
+    env = slurm_env(layout)
+    progress("starting slurmctld")
+    daemons.start_and_wait("slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(layout.slurm_conf)], env=env,
+                           ready=lambda: controller_answers(layout), timeout_s=60)
+    progress("starting slurmd")
+    daemons.start_and_wait("slurmd", ["/usr/sbin/slurmd", "-D", "-f", str(layout.slurm_conf), "-N", layout.node.name],
+                           env=env, ready=lambda: node_state(layout).rstrip("*") in {"idle", "mixed", "allocated"},
+                           timeout_s=60)
+    _link_default_conf(layout)
+
+
+def reconfigure(layout: SandboxLayout) -> None:
+    subprocess.run(["scontrol", "reconfigure"], env=slurm_env(layout), capture_output=True, timeout=30, check=False)
+
+
+def _link_default_conf(layout: SandboxLayout) -> None:
+    """Let a plain `sbatch` find the sandbox when the host has no Slurm config of its own."""
+    if ETC_SLURM_CONF.exists() or ETC_SLURM_CONF.is_symlink() or os.geteuid() != 0:
+        return
+    ETC_SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+    ETC_SLURM_CONF.symlink_to(layout.slurm_conf)
+    (layout.run_dir / "etc-slurm-conf.link").write_text(str(ETC_SLURM_CONF), encoding="utf-8")
+
+
+def unlink_default_conf(layout: SandboxLayout) -> None:
+    marker = layout.run_dir / "etc-slurm-conf.link"
+    if marker.exists():
+        if ETC_SLURM_CONF.is_symlink() and Path(os.readlink(ETC_SLURM_CONF)) == layout.slurm_conf:
+            ETC_SLURM_CONF.unlink()
+        marker.unlink()
+
+
+def stop(layout: SandboxLayout, daemons: Daemons) -> list[str]:
+    stopped = [name for name in ("slurmd", "slurmctld", "munged") if daemons.stop(name)]
+    unlink_default_conf(layout)
+    return stopped

@@ -1,0 +1,213 @@
+"""The bridge's one settings model.
+
+Loaded from a YAML file (`/etc/slurm-k8s-bridge/config.yaml`, or `$SKBRIDGE_CONFIG`), with
+environment overrides such as `SKBRIDGE_INGEST__POLL_INTERVAL_S=0.5` (double underscore
+between levels). Every field states its unit in its name and has a safe default; a bad
+value fails at start with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/slurm-k8s-bridge/config.yaml")
+CONFIG_ENV = "SKBRIDGE_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SharedVolume(_Section):
+    """A named NAS directory users may mount with `#K8S_MOUNT=NAME:/path[:ro|rw]`."""
+
+    path: Path = Field(description="Directory on the NAS, absolute or relative to nas.root")
+    read_only: bool = Field(default=True, description="Force read-only whatever the job asks")
+
+
+class NasSettings(_Section):
+    root: Path = Field(default=Path("/mnt/nas"), description="Mount point of the lab's NAS on this host")
+    jobs_dir: Path = Field(default=Path("slurm-jobs"), description="Drop-folder tree, relative to root")
+    results_dir: Path = Field(default=Path("results"), description="results/<user>/<jobid>/, relative to root")
+    home_dir: Path = Field(default=Path("home"), description="Per-user NAS directories home/<user>, relative to root")
+    shared_volumes: dict[str, SharedVolume] = Field(default_factory=dict)
+    server: str | None = Field(default=None, description="NFS server for PVs; None = hostPath (single host)")
+
+    def _abs(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def jobs_root(self) -> Path:
+        return self._abs(self.jobs_dir)
+
+    @property
+    def submit_dir(self) -> Path:
+        return self.jobs_root / "submit"
+
+    @property
+    def processing_dir(self) -> Path:
+        return self.jobs_root / "processing"
+
+    @property
+    def accepted_dir(self) -> Path:
+        return self.jobs_root / "accepted"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.jobs_root / "failed"
+
+    @property
+    def results_root(self) -> Path:
+        return self._abs(self.results_dir)
+
+    @property
+    def home_root(self) -> Path:
+        return self._abs(self.home_dir)
+
+    def shared_volume_path(self, name: str) -> Path:
+        return self._abs(self.shared_volumes[name].path)
+
+
+class SlurmSettings(_Section):
+    conf_path: Path | None = Field(default=None, description="slurm.conf for the bridge's Slurm commands; None = Slurm's default")
+    bin_dir: Path = Field(default=Path("/usr/bin"), description="Where sbatch, scontrol, squeue and sacct live")
+    command_timeout_s: float = Field(default=30.0, gt=0)
+    partition: str | None = Field(default=None, description="Partition for jobs that name none; None = Slurm's default")
+
+    def env(self) -> dict[str, str]:
+        env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        if self.conf_path is not None:
+            env["SLURM_CONF"] = str(self.conf_path)
+        return env
+
+
+class KubernetesSettings(_Section):
+    kubeconfig: Path = Field(default=Path("/etc/slurm-k8s-bridge/kubeconfig"), description="The bridge's root-only kubeconfig")
+    namespace: str = "slurm-bridge"
+    pod_template: Path | None = Field(default=None, description="Jinja2 Pod template; None = the shipped pod-template.yaml")
+    node_map: dict[str, str] = Field(default_factory=dict, description="Slurm node -> Kubernetes node; identity when absent")
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_mode: Literal["count", "indices"] = Field(
+        default="count", description="count: request N GPUs from the device plugin; indices: pass Slurm's indices")
+    pod_ready_timeout_s: float = Field(default=90.0, gt=0, description="Must stay below Slurm's PrologEpilogTimeout")
+    termination_grace_period_s: int = Field(default=20, ge=0, description="Must stay below Slurm's KillWait")
+    api_timeout_s: float = Field(default=10.0, gt=0)
+
+    def kube_node(self, slurm_node: str) -> str:
+        return self.node_map.get(slurm_node, slurm_node)
+
+
+class IngestSettings(_Section):
+    poll_interval_s: float = Field(default=2.0, gt=0, description="scandir period; the rule on NFS")
+    settle_s: float = Field(default=2.0, ge=0, description="size/mtime/inode stable this long = complete")
+    use_inotify: bool = Field(default=True, description="inotify as a hint to shorten the delay where it works")
+    max_concurrent_sbatch: int = Field(default=4, ge=1)
+    retry_initial_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    journal_path: Path = Path("/var/lib/slurm-k8s-bridge/journal.sqlite")
+    lock_path: Path = Path("/run/slurm-k8s-bridge/watcher.lock")
+    reaper_interval_s: float = Field(default=60.0, gt=0)
+
+
+class PolicySettings(_Section):
+    """What a job file may ask for. Checked by `skbridge validate`, the watcher and the prolog."""
+
+    uid_min: int = Field(default=1000, ge=1)
+    uid_max: int = Field(default=60000, ge=1)
+    max_file_bytes: int = Field(default=1 << 20, gt=0)
+    allowed_registries: list[str] = Field(default_factory=lambda: ["registry.lab:5000"])
+    max_cpus_per_task: int = Field(default=64, ge=1)
+    max_mem_mib: int = Field(default=512 * 1024, ge=1)
+    max_gpus: int = Field(default=8, ge=0)
+    max_time_minutes: int = Field(default=7 * 24 * 60, ge=1)
+    max_array_tasks: int = Field(default=100, ge=0)
+    max_nodes: int = Field(default=1, ge=1, description="The bridge runs one Pod per job: single-node jobs only")
+
+
+def _yaml_file() -> Path | None:
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self._path is None:
+            return {}
+        try:
+            data = yaml.safe_load(self._path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {self._path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {self._path} is not valid YAML: {exc}") from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {self._path} must be a mapping of sections, got {type(data).__name__}")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SKBRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    nas: NasSettings = Field(default_factory=NasSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("policy")
+    @classmethod
+    def _uid_range(cls, value: PolicySettings) -> PolicySettings:
+        if value.uid_min > value.uid_max:
+            raise ValueError("uid_min must not exceed uid_max")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then environment, then the YAML file.
+        return (init_settings, env_settings, _YamlSource(settings_cls, _YAML_PATH_OVERRIDE or _yaml_file()))
+
+
+_YAML_PATH_OVERRIDE: Path | None = None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load settings; raises ConfigError naming the offending key on any problem."""
+    global _YAML_PATH_OVERRIDE  # noqa: PLW0603 - pydantic-settings sources take no arguments
+    _YAML_PATH_OVERRIDE = path
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"])
+            problems.append(f"{key}: {err['msg']}")
+        source = path or _yaml_file() or "defaults/environment"
+        raise ConfigError(f"invalid configuration ({source}):\n  " + "\n  ".join(problems)) from exc
+    finally:
+        _YAML_PATH_OVERRIDE = None
