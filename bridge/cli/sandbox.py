@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.errors import BridgeError
-from bridge.sandbox import manager
+from bridge.sandbox import k8s_build, manager
 from bridge.sandbox.layout import SandboxLayout
 
 app = typer.Typer(
@@ -43,12 +43,12 @@ def up(
     if show:
         env = layout.env()
         for argv in (["sinfo", "-N", "-o", "%N %T %c %m %G"],
-                     [str(manager.k8s_build.bin_dir() / "kubectl"), "--kubeconfig", env["KUBECONFIG"], "get", "nodes",
+                     [str(k8s_build.bin_dir() / "kubectl"), "--kubeconfig", env["KUBECONFIG"], "get", "nodes",
                       "-o", "custom-columns=NAME:.metadata.name,STATUS:.status.conditions[-1].type,"
                       "CPU:.status.capacity.cpu,MEMORY:.status.capacity.memory,GPU:.status.capacity.nvidia\\.com/gpu"]):
             console.rule(" ".join(argv[:1] if argv[0] == "sinfo" else ["kubectl get nodes"]))
             subprocess.run(argv, env={**os.environ, **env}, check=False)
-        console.print(f"\nUse it from a shell: [bold]eval \"$(skbridge sandbox env)\"[/bold]")
+        console.print("\nUse it from a shell: [bold]eval \"$(skbridge sandbox env)\"[/bold]")
 
 
 @app.command()
@@ -79,4 +79,4 @@ def env() -> None:
     layout = SandboxLayout.default()
     for key, value in layout.env().items():
         typer.echo(f"export {key}={shlex.quote(value)}")
-    typer.echo(f"export PATH={shlex.quote(str(manager.k8s_build.bin_dir()))}:\"$PATH\"")
+    typer.echo(f"export PATH={shlex.quote(str(k8s_build.bin_dir()))}:\"$PATH\"")

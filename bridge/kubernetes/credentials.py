@@ -12,7 +12,7 @@ from bridge.errors import TemporaryError
 from bridge.kubernetes.kubeconfig import write_kubeconfig
 
 BRIDGE_NAMESPACE = "slurm-bridge"
-BRIDGE_TOKEN_SECRET = "skbridge-token"
+BRIDGE_TOKEN_SECRET = "skbridge-token"  # noqa: S105 - a Secret name, not a secret
 
 
 def read_bridge_token(api: client.ApiClient, *, namespace: str = BRIDGE_NAMESPACE, timeout_s: float = 60.0) -> str:

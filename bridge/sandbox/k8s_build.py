@@ -116,7 +116,7 @@ def _staging_modules(kubernetes_version: str, env: dict[str, str]) -> list[str]:
 
 def _kube_ldflags(v: ComponentVersions) -> str:
     major, minor = v.kubernetes.removeprefix("v").split(".")[:2]
-    build_date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    build_date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     flags = ["-s", "-w"]
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         flags += [
@@ -174,7 +174,8 @@ def _build_kwok(v: ComponentVersions, work: Path, out_dir: Path, go: _GoCommand,
     kwok_env = dict(env, GOBIN=str(out_dir))
     kwok_env["GOFLAGS"] = ""  # go install pkg@version refuses -mod=mod
     ldflags = f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={v.kwok}"
-    go.run(f"kwok {v.kwok}", ["go", "install", "-v", "-trimpath", "-ldflags", ldflags, f"sigs.k8s.io/kwok/cmd/kwok@{v.kwok}"], work, kwok_env)
+    argv = ["go", "install", "-v", "-trimpath", "-ldflags", ldflags, f"sigs.k8s.io/kwok/cmd/kwok@{v.kwok}"]
+    go.run(f"kwok {v.kwok}", argv, work, kwok_env)
 
 
 def ensure_built(progress: ProgressFn, versions: ComponentVersions = PINNED) -> Path:

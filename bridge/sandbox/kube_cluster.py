@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from bridge.kubernetes.apply import apply_manifests, load_manifests
 from bridge.kubernetes.credentials import write_bridge_kubeconfig
@@ -42,11 +42,8 @@ def _component_kubeconfig(layout: SandboxLayout, pki: SandboxPKI, name: str) -> 
 
 
 def _https_ok(url: str, pki: SandboxPKI, *, verify: bool = True) -> bool:
-    if verify:
-        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
-    else:
-        # controller-manager and scheduler serve /healthz with a self-signed certificate.
-        ctx = ssl._create_unverified_context()  # noqa: S323 - loopback health probe only
+    # controller-manager and scheduler serve /healthz with a self-signed certificate.
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert)) if verify else ssl._create_unverified_context()  # noqa: S323
     ctx.load_cert_chain(str(pki.path("admin.crt")), str(pki.path("admin.key")))
     try:
         with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:  # noqa: S310 (fixed https URL)

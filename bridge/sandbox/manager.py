@@ -61,7 +61,9 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
     daemons = Daemons(layout)
     bin_dir = k8s_build.ensure_built(progress)
     slurm_cluster.ensure_packages(progress)
-    slurm_cluster.write_config(layout)
+    if slurm_cluster.write_config(layout) and daemons.running("slurmctld"):
+        progress("slurm.conf changed: scontrol reconfigure")
+        slurm_cluster.reconfigure(layout)
     slurm_cluster.start(layout, daemons, progress)
     kube_cluster.start(layout, daemons, bin_dir, progress)
     _write_bridge_config(layout)
@@ -95,6 +97,6 @@ def status(layout: SandboxLayout) -> list[ComponentStatus]:
         try:
             ready = kube_cluster.node_ready(kube_cluster.admin_api(layout), layout.node.name)
             rows.append(ComponentStatus("kubernetes node", None, "Ready" if ready else "NotReady", layout.node.name))
-        except Exception as exc:  # noqa: BLE001 - status must report, not crash
+        except Exception as exc:
             rows.append(ComponentStatus("kubernetes node", None, "error", str(exc)[:80]))
     return rows

@@ -81,7 +81,7 @@ class SandboxPKI:
 
     def _make_ca(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name("skbridge-sandbox-ca"))
@@ -109,7 +109,7 @@ class SandboxPKI:
         server_sans: list[x509.GeneralName] | None = None,
     ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server_sans else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()

@@ -107,14 +107,20 @@ def render_gres_conf(layout: SandboxLayout) -> str:
     )
 
 
-def write_config(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) -> None:
+def write_config(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) -> bool:
+    """Write slurm.conf and gres.conf; True when either changed."""
     for sub in ("state/ctld", "state/slurmd", "dev"):
         (layout.slurm_dir / sub).mkdir(parents=True, exist_ok=True)
     for index in range(layout.node.gpus):
         (layout.gpu_device_dir / f"nvidia{index}").touch()
-    layout.slurm_conf.write_text(render_slurm_conf(layout, hooks=hooks), encoding="utf-8")
-    (layout.slurm_dir / "gres.conf").write_text(render_gres_conf(layout), encoding="utf-8")
-    layout.slurm_conf.chmod(0o644)
+    changed = False
+    for path, text in ((layout.slurm_conf, render_slurm_conf(layout, hooks=hooks)),
+                       (layout.slurm_dir / "gres.conf", render_gres_conf(layout))):
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            path.chmod(0o644)
+            changed = True
+    return changed
 
 
 def munge_works() -> bool:
@@ -185,6 +191,11 @@ def unlink_default_conf(layout: SandboxLayout) -> None:
 
 
 def stop(layout: SandboxLayout, daemons: Daemons) -> list[str]:
+    if daemons.running("slurmctld"):
+        # Running jobs die with slurmd; cancel them so a later `up` does not recover ghosts
+        # that hold the node's resources. Pending jobs stay queued.
+        subprocess.run(["scancel", "--state=RUNNING", "--full"], env=slurm_env(layout), capture_output=True,
+                       timeout=30, check=False)
     stopped = [name for name in ("slurmd", "slurmctld", "munged") if daemons.stop(name)]
     unlink_default_conf(layout)
     return stopped

@@ -1,0 +1,33 @@
+# Two entry points, both safe to repeat:
+#   make sandbox   set up and run the local sandbox (Slurm + Kubernetes + the bridge)
+#   make test      lint, type-check and run the whole test suite against that sandbox
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: sandbox test lint unit sandbox-down clean
+
+$(BIN)/skbridge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+sandbox: $(BIN)/skbridge
+	$(BIN)/skbridge sandbox up
+
+sandbox-down: $(BIN)/skbridge
+	$(BIN)/skbridge sandbox down
+
+lint: $(BIN)/skbridge
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/mypy
+
+unit: $(BIN)/skbridge
+	$(BIN)/pytest tests/unit -q
+
+test: lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
