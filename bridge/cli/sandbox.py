@@ -44,7 +44,7 @@ def up(
         env = layout.env()
         for argv in (["sinfo", "-N", "-o", "%N %T %c %m %G"],
                      [str(k8s_build.bin_dir() / "kubectl"), "--kubeconfig", env["KUBECONFIG"], "get", "nodes",
-                      "-o", "custom-columns=NAME:.metadata.name,STATUS:.status.conditions[-1].type,"
+                      "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].status,"
                       "CPU:.status.capacity.cpu,MEMORY:.status.capacity.memory,GPU:.status.capacity.nvidia\\.com/gpu"]):
             console.rule(" ".join(argv[:1] if argv[0] == "sinfo" else ["kubectl get nodes"]))
             subprocess.run(argv, env={**os.environ, **env}, check=False)

@@ -85,7 +85,7 @@ def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) ->
 def status(layout: SandboxLayout) -> list[ComponentStatus]:
     daemons = Daemons(layout)
     rows: list[ComponentStatus] = []
-    for name in ("munged", "slurmctld", "slurmd", *kube_cluster.COMPONENTS):
+    for name in ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", *kube_cluster.COMPONENTS):
         rec = daemons.running(name)
         if name == "munged" and rec is None and slurm_cluster.munge_works():
             rows.append(ComponentStatus(name, None, "running", "started outside the sandbox"))

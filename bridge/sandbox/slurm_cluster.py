@@ -12,16 +12,17 @@ import subprocess
 from pathlib import Path
 
 from bridge.errors import PermanentError
+from bridge.sandbox import accounting
 from bridge.sandbox.layout import ProgressFn, SandboxLayout
 from bridge.sandbox.procs import Daemons
 
-SLURM_PACKAGES = ("slurm-wlm", "slurm-client", "munge")
+SLURM_PACKAGES = ("slurm-wlm", "slurm-client", "slurmdbd", "munge", "mariadb-server")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 ETC_SLURM_CONF = Path("/etc/slurm/slurm.conf")
 
 
 def ensure_packages(progress: ProgressFn) -> None:
-    missing = [tool for tool in ("slurmctld", "slurmd", "sbatch", "munged") if shutil.which(tool) is None
+    missing = [tool for tool in ("slurmctld", "slurmd", "slurmdbd", "sbatch", "munged", "mariadbd") if shutil.which(tool) is None
                and not Path(f"/usr/sbin/{tool}").exists()]
     if not missing:
         return
@@ -72,9 +73,14 @@ def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = N
         "PriorityWeightFairshare=10000",
         "PriorityWeightJobSize=1000",
         "PriorityWeightPartition=1000",
-        "PriorityWeightTRES=CPU=1000,Mem=1000",
+        "PriorityWeightTRES=CPU=1000,Mem=1000,GRES/gpu=4000",
         "GresTypes=gpu",
-        "AccountingStorageType=accounting_storage/none",
+        "AccountingStorageType=accounting_storage/slurmdbd",
+        "AccountingStorageHost=localhost",
+        f"AccountingStoragePort={ports.slurmdbd}",
+        "AccountingStorageTRES=gres/gpu",
+        # The watcher finds its jobs again by the tag in --comment, also after they left squeue.
+        "AccountingStoreFlags=job_comment",
         "JobCompType=jobcomp/none",
         "JobAcctGatherType=jobacct_gather/none",
         "DefMemPerCPU=1024",
@@ -158,6 +164,7 @@ def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None
         progress("starting munged")
         daemons.start_and_wait("munged", ["/usr/sbin/munged", "--foreground"], user="munge", ready=munge_works,
                                timeout_s=20)
+    accounting.start(layout, daemons, progress)
     env = slurm_env(layout)
     progress("starting slurmctld")
     daemons.start_and_wait("slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(layout.slurm_conf)], env=env,
@@ -196,6 +203,8 @@ def stop(layout: SandboxLayout, daemons: Daemons) -> list[str]:
         # that hold the node's resources. Pending jobs stay queued.
         subprocess.run(["scancel", "--state=RUNNING", "--full"], env=slurm_env(layout), capture_output=True,
                        timeout=30, check=False)
-    stopped = [name for name in ("slurmd", "slurmctld", "munged") if daemons.stop(name)]
+    stopped = [name for name in ("slurmd", "slurmctld") if daemons.stop(name)]
+    stopped += accounting.stop(daemons)
+    stopped += [name for name in ("munged",) if daemons.stop(name)]
     unlink_default_conf(layout)
     return stopped

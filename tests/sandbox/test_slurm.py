@@ -47,3 +47,16 @@ def test_scheduling_policy_is_backfill_and_multifactor(sandbox: Sandbox) -> None
     assert re.search(r"SelectType\s+=\s+select/cons_tres", config)
     node = sandbox.slurm("scontrol", "show", "node", sandbox.node_name).stdout
     assert "Gres=gpu:a100:4" in node
+
+
+def test_accounting_records_exit_code_and_comment(sandbox: Sandbox, tmp_job_dir: Path) -> None:
+    script = tmp_job_dir / "exit3.sh"
+    script.write_text("#!/bin/bash\nexit 3\n")
+    job_id = sandbox.slurm("sbatch", "--parsable", "--comment=skb:test-tag", "--output=/dev/null",
+                           str(script)).stdout.strip()
+
+    def recorded() -> str:
+        return sandbox.slurm("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode,Comment").stdout.strip()
+
+    wait_for(lambda: recorded().startswith("FAILED"), timeout_s=60, what=f"job {job_id} FAILED in sacct")
+    assert recorded() == "FAILED|3:0|skb:test-tag"
