@@ -81,6 +81,8 @@ class SlurmSettings(_Section):
     bin_dir: Path = Field(default=Path("/usr/bin"), description="Where sbatch, scontrol, squeue and sacct live")
     command_timeout_s: float = Field(default=30.0, gt=0)
     partition: str | None = Field(default=None, description="Partition for jobs that name none; None = Slurm's default")
+    skbridge_path: Path = Field(default=Path("/opt/slurm-k8s-bridge/bin/skbridge"),
+                                description="Absolute path of skbridge on every node; the launcher line runs it")
 
     def env(self) -> dict[str, str]:
         env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}

@@ -99,6 +99,8 @@ def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = N
         f"NodeName={node.name} NodeAddr=127.0.0.1 CPUs={node.cpus} RealMemory={node.memory_mib} "
         f"Gres=gpu:{node.gpu_type}:{node.gpus} State=UNKNOWN",
         f"PartitionName=gpu Nodes={node.name} Default=YES MaxTime=7-00:00:00 State=UP",
+        # Queues jobs that never start: bulk ingest tests and benchmarks park their jobs here.
+        f"PartitionName=parked Nodes={node.name} Default=NO MaxTime=7-00:00:00 State=DOWN",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,1 @@
+"""Slurm: running its commands, submitting jobs, and the hooks slurmctld calls."""

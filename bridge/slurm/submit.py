@@ -1,0 +1,83 @@
+"""Submit a job script as its owner, tagged so the job can be found again after a crash."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.errors import PermanentError
+from bridge.settings import SlurmSettings
+from bridge.slurm.commands import run_slurm
+
+TAG_PREFIX = "skb:"
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int
+    gid: int
+    name: str
+    home: Path
+    groups: tuple[int, ...]
+
+    @classmethod
+    def from_uid(cls, uid: int) -> Owner:
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError as exc:
+            raise PermanentError(f"uid {uid} has no account on this host (check LDAP/NSS)") from exc
+        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return cls(uid=uid, gid=entry.pw_gid, name=entry.pw_name, home=Path(entry.pw_dir), groups=groups)
+
+    def clean_env(self) -> dict[str, str]:
+        """The environment the job starts from: nothing of the daemon's own."""
+        return {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name, "SHELL": "/bin/bash"}
+
+
+def tag_for(entry_id: str) -> str:
+    return f"{TAG_PREFIX}{entry_id}"
+
+
+def sbatch_as_owner(
+    settings: SlurmSettings,
+    owner: Owner,
+    script: bytes,
+    *,
+    tag: str,
+    workdir: Path,
+    defaults: dict[str, str] | None = None,
+) -> str:
+    """Run `sbatch --parsable` as the owner with the script on stdin; returns the job id.
+
+    The script goes through stdin so no copy of it ever sits where its owner could swap it.
+    """
+    # Command-line options override #SBATCH lines, so `defaults` (e.g. job-name, partition)
+    # must only hold options the script leaves unset.
+    argv = ["sbatch", "--parsable", f"--comment={tag}", f"--chdir={workdir}"]
+    argv += [f"--{name}={value}" for name, value in sorted((defaults or {}).items())]
+    result = run_slurm(settings, argv, input_bytes=script, env=owner.clean_env(), user=owner.uid, group=owner.gid,
+                       extra_groups=owner.groups, cwd="/")
+    job_id = result.stdout.strip().split(";")[0]
+    if not job_id.isdigit():
+        raise PermanentError(f"sbatch printed no job id: {result.stdout!r} {result.stderr!r}")
+    return job_id
+
+
+def find_tagged_jobs(settings: SlurmSettings, *, since_s: float = 7 * 86400) -> dict[str, str]:
+    """Map tag -> job id for every bridge-tagged job Slurm still knows (queue and accounting)."""
+    found: dict[str, str] = {}
+    queue = run_slurm(settings, ["squeue", "--noheader", "--all", "--states=all", "--format=%i|%k"])
+    for line in queue.stdout.splitlines():
+        job_id, _, comment = line.partition("|")
+        if comment.startswith(TAG_PREFIX):
+            found.setdefault(comment.strip(), job_id.strip())
+    hours = max(1, int(since_s // 3600))
+    history = run_slurm(settings, ["sacct", "--noheader", "--parsable2", "--allusers", "--allocations",
+                                   f"--starttime=now-{hours}hours", "--format=JobID,Comment"])
+    for line in history.stdout.splitlines():
+        job_id, _, comment = line.partition("|")
+        if comment.startswith(TAG_PREFIX):
+            found.setdefault(comment.strip(), job_id.strip())
+    return found
