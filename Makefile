@@ -1,7 +1,9 @@
 # Two entry points, both safe to repeat:
 #   make sandbox   set up and run the local sandbox (Slurm + Kubernetes + the bridge)
 #   make test      lint, type-check and run the whole test suite against that sandbox
-PYTHON ?= python3
+# Debian's own Python: the batch step runs `skbridge attach` as the job's user, who must be
+# able to execute the venv's interpreter (a pyenv under /root would not do).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 

@@ -102,6 +102,9 @@ class KubernetesSettings(_Section):
     pod_ready_timeout_s: float = Field(default=90.0, gt=0, description="Must stay below Slurm's PrologEpilogTimeout")
     termination_grace_period_s: int = Field(default=20, ge=0, description="Must stay below Slurm's KillWait")
     api_timeout_s: float = Field(default=10.0, gt=0)
+    unschedulable_grace_s: float = Field(default=10.0, ge=0, description="How long Unschedulable may last before requeue")
+    max_prolog_attempts: int = Field(default=5, ge=1, description="After this many requeues the job is failed, not requeued")
+    teardown_timeout_s: float = Field(default=60.0, gt=0, description="Epilog: wait this long for objects to be gone")
 
     def kube_node(self, slurm_node: str) -> str:
         return self.node_map.get(slurm_node, slurm_node)
@@ -174,6 +177,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    hook_log_path: Path = Field(default=Path("/var/log/slurm-k8s-bridge/hooks.log"),
+                                description="JSON log of the Slurm hooks (slurmctld discards their output)")
 
     @field_validator("policy")
     @classmethod

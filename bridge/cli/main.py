@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from bridge.cli import sandbox
+from bridge.cli.hooks import attach, hook_app
+from bridge.cli.validate import validate
+from bridge.cli.watch import watch
 
 app = typer.Typer(
     name="skbridge",
@@ -14,6 +17,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(sandbox.app, name="sandbox")
+app.command()(validate)
+app.command()(watch)
+app.command()(attach)
+app.add_typer(hook_app, name="hook")
 
 
 if __name__ == "__main__":  # pragma: no cover

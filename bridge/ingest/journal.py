@@ -25,6 +25,7 @@ class EntryState(enum.StrEnum):
     WAITING = "waiting"  # Slurm said "not now" (controller down, queue full); nothing submitted
     SUBMITTING = "submitting"  # sbatch may have run: look the tag up before trying again
     SUBMITTED = "submitted"  # job id known; the file still has to move to accepted/
+    REJECTING = "rejecting"  # verdict and failed/ name recorded; file move and NAME.error still to do
     ACCEPTED = "accepted"  # final
     FAILED = "failed"  # final
 
@@ -42,6 +43,7 @@ class Entry:
     attempts: int
     next_attempt_at: float
     created_at: float
+    target: bytes | None = None  # the name chosen in accepted/ or failed/, recorded before the move
 
     @property
     def processing_name(self) -> bytes:
@@ -76,7 +78,8 @@ CREATE TABLE IF NOT EXISTS entries (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    target BLOB
 );
 CREATE INDEX IF NOT EXISTS entries_open ON entries(state) WHERE state NOT IN ('accepted', 'failed');
 """
@@ -94,6 +97,9 @@ class Journal:
         # is what prevents a duplicate job.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
+        if "target" not in columns:  # a journal written by an older version
+            self._db.execute("ALTER TABLE entries ADD COLUMN target BLOB")
 
     def close(self) -> None:
         with self._lock:
@@ -124,7 +130,7 @@ class Journal:
     def get(self, entry_id: str) -> Entry | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at FROM entries WHERE id = ?",
+                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target FROM entries WHERE id = ?",
                 (entry_id,),
             ).fetchone()
         return _entry(row) if row else None
@@ -132,7 +138,7 @@ class Journal:
     def open_entries(self) -> list[Entry]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at FROM entries "
+                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target FROM entries "
                 "WHERE state NOT IN ('accepted', 'failed') ORDER BY created_at"
             ).fetchall()
         return [_entry(row) for row in rows]
@@ -141,7 +147,7 @@ class Journal:
         """Open entries whose next attempt is due, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at FROM entries "
+                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target FROM entries "
                 "WHERE state NOT IN ('accepted', 'failed') AND next_attempt_at <= ? ORDER BY created_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -156,12 +162,15 @@ class Journal:
         reason: str | None = None,
         next_attempt_at: float | None = None,
         count_attempt: bool = False,
+        target: bytes | None = None,
     ) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE entries SET state = ?, job_id = COALESCE(?, job_id), reason = COALESCE(?, reason), "
-                "next_attempt_at = COALESCE(?, next_attempt_at), attempts = attempts + ?, updated_at = ? WHERE id = ?",
-                (state.value, job_id, reason, next_attempt_at, 1 if count_attempt else 0, time.time(), entry_id),
+                "next_attempt_at = COALESCE(?, next_attempt_at), attempts = attempts + ?, updated_at = ?, "
+                "target = COALESCE(?, target) WHERE id = ?",
+                (state.value, job_id, reason, next_attempt_at, 1 if count_attempt else 0, time.time(), target,
+                 entry_id),
             )
 
     def counts(self) -> dict[str, int]:
@@ -178,9 +187,10 @@ class Journal:
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
-    entry_id, name, state, job_id, reason, attempts, next_attempt_at, created_at = row
+    entry_id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target = row
     return Entry(
         id=str(entry_id), name=bytes(name), state=EntryState(str(state)),
         job_id=None if job_id is None else str(job_id), reason=None if reason is None else str(reason),
         attempts=int(attempts), next_attempt_at=float(next_attempt_at), created_at=float(created_at),
+        target=None if target is None else bytes(target),
     )

@@ -1,4 +1,4 @@
-"""Kubeconfig files the bridge writes: for the sandbox's components and for the hooks."""
+"""Kubeconfig files the bridge writes: for the sandbox's components, the hooks, and attach."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def write_kubeconfig(
-    path: Path,
+def render_kubeconfig(
     *,
     server: str,
     ca_pem: bytes,
@@ -24,9 +23,8 @@ def write_kubeconfig(
     client_key_pem: bytes | None = None,
     token: str | None = None,
     namespace: str | None = None,
-    mode: int = 0o600,
-) -> None:
-    """Write a self-contained kubeconfig (credentials inline), atomically and with `mode`."""
+) -> str:
+    """A self-contained kubeconfig (credentials inline)."""
     user: dict[str, Any] = {}
     if token is not None:
         user["token"] = token
@@ -36,18 +34,27 @@ def write_kubeconfig(
     context: dict[str, Any] = {"cluster": "cluster", "user": user_name}
     if namespace:
         context["namespace"] = namespace
+    cluster: dict[str, Any] = {"server": server}
+    if ca_pem:
+        cluster["certificate-authority-data"] = _b64(ca_pem)
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "cluster", "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)}}],
+        "clusters": [{"name": "cluster", "cluster": cluster}],
         "users": [{"name": user_name, "user": user}],
         "contexts": [{"name": "default", "context": context}],
         "current-context": "default",
     }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_kubeconfig(path: Path, *, mode: int = 0o600, **fields: Any) -> None:
+    """Render and write atomically with `mode` (root-only by default: it holds a credential)."""
+    text = render_kubeconfig(**fields)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        yaml.safe_dump(doc, out, sort_keys=False)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+        out.write(text)
+    tmp.chmod(mode)
+    tmp.replace(path)

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -128,7 +129,7 @@ def start(layout: SandboxLayout, daemons: Daemons, bin_dir: Path, progress: Prog
     kwok_cfg = _component_kubeconfig(layout, pki, "kwok")
     kwok = daemons.start("kwok", [
         str(bin_dir / "kwok"), f"--kubeconfig={kwok_cfg}",
-        f"--config={resource_path('deploy/sandbox/kwok-stages.yaml')}",
+        f"--config={_kwok_config(layout)}",
         "--manage-all-nodes=false",
         f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION[0]}={KWOK_NODE_ANNOTATION[1]}",
         "--node-ip=127.0.0.1", f"--node-port={ports.kwok_server}",
@@ -144,6 +145,23 @@ def start(layout: SandboxLayout, daemons: Daemons, bin_dir: Path, progress: Prog
     ensure_node(api, layout)
     daemons.wait_ready(kwok, lambda: node_ready(api, layout.node.name), timeout_s=60)
     write_bridge_kubeconfig(api, layout.bridge_kubeconfig)
+
+
+def _kwok_config(layout: SandboxLayout) -> Path:
+    """Stages, plus a log for every bridge Pod: kwok serves pods/log from a CRI-format file."""
+    pod_log = layout.kube_dir / "pod-output.log"
+    pod_log.write_text(
+        "2026-01-01T00:00:00.000000000Z stdout F [kwok sandbox] this container is simulated: "
+        "the job's script was handed to the Pod but kwok does not execute it\n", encoding="utf-8")
+    cluster_logs = {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs", "metadata": {"name": "skb-sandbox-logs"},
+        "spec": {"selector": {"matchNamespaces": ["slurm-bridge"]},
+                 "logs": [{"containers": ["job"], "logsFile": str(pod_log), "follow": False}]},
+    }
+    path = layout.kube_dir / "kwok.yaml"
+    stages = resource_path("deploy/sandbox/kwok-stages.yaml").read_text(encoding="utf-8")
+    path.write_text(stages + "---\n" + yaml.safe_dump(cluster_logs), encoding="utf-8")
+    return path
 
 
 def node_manifest(layout: SandboxLayout) -> dict[str, object]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bridge.ingest.layout import ensure_nas_layout
+from bridge.resources import resource_path
 from bridge.sandbox import k8s_build, kube_cluster, slurm_cluster
 from bridge.sandbox.layout import ProgressFn, SandboxLayout
 from bridge.sandbox.procs import Daemons, kill_strays
@@ -26,14 +31,25 @@ class ComponentStatus:
     detail: str = ""
 
 
+def skbridge_bin(name: str = "skbridge") -> Path:
+    """The sandbox runs the bridge from the virtualenv that runs this command."""
+    return Path(sys.executable).parent / name
+
+
 def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
     return {
         "nas": {
             "root": str(layout.nas_dir),
             "shared_volumes": {"datasets": {"path": "shared/datasets", "read_only": True}},
         },
-        "slurm": {"conf_path": str(layout.slurm_conf)},
-        "kubernetes": {"kubeconfig": str(layout.bridge_kubeconfig)},
+        "slurm": {"conf_path": str(layout.slurm_conf), "skbridge_path": str(skbridge_bin())},
+        "kubernetes": {
+            "kubeconfig": str(layout.bridge_kubeconfig),
+            "pod_template": str(resource_path("deploy/sandbox/sandbox-pod-template.yaml")),
+            "unschedulable_grace_s": 3,
+            "pod_ready_timeout_s": 60,
+        },
+        "hook_log_path": str(layout.log_dir / "hooks.log"),
         "ingest": {
             "journal_path": str(layout.root / "state" / "journal.sqlite"),
             "lock_path": str(layout.run_dir / "watcher.lock"),
@@ -51,6 +67,26 @@ def _write_bridge_config(layout: SandboxLayout) -> None:
     settings = load_settings(layout.bridge_config)
     ensure_nas_layout(settings.nas)
     (layout.nas_dir / "shared" / "datasets").mkdir(parents=True, exist_ok=True)
+    (layout.nas_dir / "shared").chmod(0o755)
+
+
+def _write_hook_wrappers(layout: SandboxLayout) -> dict[str, str]:
+    """slurmctld runs hooks with neither arguments nor our environment: wrappers pin the config."""
+    libexec = layout.root / "libexec"
+    libexec.mkdir(exist_ok=True)
+    hooks: dict[str, str] = {}
+    for key, entry in (("PrologSlurmctld", "skbridge-prolog-slurmctld"), ("EpilogSlurmctld", "skbridge-epilog-slurmctld")):
+        wrapper = libexec / entry
+        wrapper.write_text(f"#!/bin/sh\nSKBRIDGE_CONFIG={shlex.quote(str(layout.bridge_config))} "
+                           f"exec {shlex.quote(str(skbridge_bin(entry)))}\n", encoding="utf-8")
+        wrapper.chmod(0o755)
+        hooks[key] = str(wrapper)
+    lua = resource_path("deploy/slurm/job_submit.lua").read_text(encoding="utf-8")
+    lua = lua.replace('local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"',
+                      f'local SKBRIDGE = "{skbridge_bin()}"')
+    (layout.slurm_dir / "job_submit.lua").write_text(lua, encoding="utf-8")
+    hooks["JobSubmitPlugins"] = "lua"
+    return hooks
 
 
 def up(layout: SandboxLayout, progress: ProgressFn) -> float:
@@ -61,12 +97,15 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
     daemons = Daemons(layout)
     bin_dir = k8s_build.ensure_built(progress)
     slurm_cluster.ensure_packages(progress)
-    if slurm_cluster.write_config(layout) and daemons.running("slurmctld"):
-        progress("slurm.conf changed: scontrol reconfigure")
-        slurm_cluster.reconfigure(layout)
+    _write_bridge_config(layout)
+    layout.slurm_dir.mkdir(parents=True, exist_ok=True)
+    if slurm_cluster.write_config(layout, hooks=_write_hook_wrappers(layout)) and daemons.running("slurmctld"):
+        progress("slurm.conf changed: restarting slurmctld and slurmd")
+        daemons.stop("slurmd")
+        daemons.stop("slurmctld")
     slurm_cluster.start(layout, daemons, progress)
     kube_cluster.start(layout, daemons, bin_dir, progress)
-    _write_bridge_config(layout)
+    daemons.start("watcher", [str(skbridge_bin()), "watch"], env={**os.environ, "SKBRIDGE_CONFIG": str(layout.bridge_config)})
     elapsed = time.monotonic() - started
     progress(f"sandbox up in {elapsed:.1f}s")
     return elapsed
@@ -74,7 +113,8 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
 
 def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) -> None:
     daemons = Daemons(layout)
-    stopped = kube_cluster.stop(daemons) + slurm_cluster.stop(layout, daemons)
+    stopped = [name for name in ("watcher",) if daemons.stop(name)]
+    stopped += kube_cluster.stop(daemons) + slurm_cluster.stop(layout, daemons)
     strays = kill_strays(layout)
     progress(f"stopped {', '.join(stopped) or 'nothing'}" + (f"; killed {len(strays)} stray process(es)" if strays else ""))
     if purge and layout.root.exists():
@@ -85,7 +125,7 @@ def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) ->
 def status(layout: SandboxLayout) -> list[ComponentStatus]:
     daemons = Daemons(layout)
     rows: list[ComponentStatus] = []
-    for name in ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", *kube_cluster.COMPONENTS):
+    for name in ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", *kube_cluster.COMPONENTS, "watcher"):
         rec = daemons.running(name)
         if name == "munged" and rec is None and slurm_cluster.munge_works():
             rows.append(ComponentStatus(name, None, "running", "started outside the sandbox"))

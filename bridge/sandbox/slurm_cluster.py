@@ -155,7 +155,9 @@ def controller_answers(layout: SandboxLayout) -> bool:
 def node_state(layout: SandboxLayout) -> str:
     out = subprocess.run(["sinfo", "-h", "-N", "-n", layout.node.name, "-o", "%T"], env=slurm_env(layout),
                          capture_output=True, text=True, timeout=20, check=False)
-    return out.stdout.strip() if out.returncode == 0 else ""
+    # One line per partition the node is in; the node's state is the same on each.
+    lines = out.stdout.split() if out.returncode == 0 else []
+    return lines[0] if lines else ""
 
 
 def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None:

@@ -33,7 +33,11 @@ class Owner:
 
     def clean_env(self) -> dict[str, str]:
         """The environment the job starts from: nothing of the daemon's own."""
-        return {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name, "SHELL": "/bin/bash"}
+        env = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name, "SHELL": "/bin/bash"}
+        # A non-default bridge config must reach `skbridge attach` in the batch step.
+        if os.environ.get("SKBRIDGE_CONFIG"):
+            env["SKBRIDGE_CONFIG"] = os.environ["SKBRIDGE_CONFIG"]
+        return env
 
 
 def tag_for(entry_id: str) -> str:

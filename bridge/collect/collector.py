@@ -1,0 +1,183 @@
+"""Gather what a finished job leaves: Pod log, status, events, results files, summary, SHA256SUMS.
+
+Everything lands in results/<user>/<jobid>/, owned by the user. Re-running overwrites the
+same files with the same content, so a repeated epilog (slurmctld restart) or the reaper
+collecting after a killed epilog never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.collect.results import read_status, write_file_as
+from bridge.kubernetes.client import Kube, KubeError
+from bridge.kubernetes.objects import object_path
+from bridge.kubernetes.render import HOME_MOUNT_PATH
+from bridge.log import get_logger
+from bridge.settings import Settings
+
+log = get_logger(component="collect")
+
+SUMS_FILE = "SHA256SUMS"
+RESULTS_SUBDIR = "results"
+MAX_RESULTS_BYTES = 20 * 2**30
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Collected:
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    pod_phase: str | None = None
+    pod: dict[str, Any] | None = None
+
+
+def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if container.get("name") == "job" or len((pod.get("status") or {}).get("containerStatuses") or []) == 1:
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated:
+                return dict(terminated)
+    return None
+
+
+def collect_pod(kube: Kube, namespace: str, pod_name: str, job_dir: Path, uid: int, gid: int) -> Collected:
+    out = Collected()
+    pod = kube.get_or_none(object_path("Pod", pod_name, namespace))
+    out.pod = pod
+    if pod is None:
+        out.notes.append(f"Pod {pod_name} not found: nothing to collect from Kubernetes")
+        return out
+    out.pod_phase = (pod.get("status") or {}).get("phase")
+    terminated = terminated_state(pod)
+    if terminated is not None:
+        out.exit_code = int(terminated.get("exitCode", 0))
+    write_file_as(job_dir / "pod.json", _json(pod), uid, gid)
+    out.files.append("pod.json")
+    try:
+        log_text = kube.request_text("GET", object_path("Pod", pod_name, namespace) + "/log",
+                                     query={"container": "job", "limitBytes": 64 * 2**20})
+    except KubeError as exc:
+        log_text = ""
+        out.notes.append(f"Pod log unavailable: {exc}")
+    write_file_as(job_dir / "pod.log", log_text.encode("utf-8"), uid, gid)
+    out.files.append("pod.log")
+    try:
+        events = kube.request("GET", f"/api/v1/namespaces/{namespace}/events",
+                              query={"fieldSelector": f"involvedObject.name={pod_name}"})
+        items = sorted(events.get("items") or [], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    except KubeError as exc:
+        items = []
+        out.notes.append(f"events unavailable: {exc}")
+    write_file_as(job_dir / "events.json", _json(items), uid, gid)
+    out.files.append("events.json")
+    return out
+
+
+def host_path_of(settings: Settings, user: str, container_path: str) -> Path | None:
+    """Where a path inside the Pod lives on the NAS, if it is under the user's mounted directory."""
+    base = Path(HOME_MOUNT_PATH)
+    target = Path(os.path.normpath(container_path))
+    if target != base and base not in target.parents:
+        return None
+    return settings.nas.home_root / user / target.relative_to(base)
+
+
+def _walk_regular_files(root: Path) -> Iterator[Path]:
+    # Never follow symlinks: the user controls this tree and root is doing the copying.
+    for directory, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(directory) / name
+            if stat.S_ISREG(path.lstat().st_mode):
+                yield path
+
+
+def copy_results(
+    source: Path, dest: Path, uid: int, gid: int, *, limit_bytes: int = MAX_RESULTS_BYTES
+) -> tuple[list[str], list[str]]:
+    """Copy regular files under `source` into `dest`, as the user; returns (files, notes)."""
+    copied: list[str] = []
+    notes: list[str] = []
+    try:
+        source_stat = source.lstat()
+    except OSError:
+        return copied, [f"results folder {source} does not exist on the NAS"]
+    if not stat.S_ISDIR(source_stat.st_mode):
+        return copied, [f"results path {source} is not a directory"]
+    total = 0
+    for path in _walk_regular_files(source):
+        relative = path.relative_to(source)
+        target = dest / relative
+        st = path.lstat()
+        if st.st_uid != uid:
+            notes.append(f"skipped {relative}: not owned by the job's user")
+            continue
+        if total + st.st_size > limit_bytes:
+            notes.append(f"stopped at {relative}: results exceed {limit_bytes // 2**30} GiB")
+            break
+        for parent in reversed([p for p in target.parents if dest in p.parents or p == dest]):
+            if not parent.is_dir():
+                parent.mkdir(mode=0o750)
+                os.chown(parent, uid, gid)
+        try:
+            existing = target.lstat()
+            if existing.st_size == st.st_size and existing.st_mtime_ns == st.st_mtime_ns:
+                copied.append(str(relative))
+                total += st.st_size
+                continue
+        except FileNotFoundError:
+            pass
+        _copy_file(path, target, uid, gid, st.st_mtime_ns)
+        copied.append(str(relative))
+        total += st.st_size
+    return copied, notes
+
+
+def _copy_file(source: Path, target: Path, uid: int, gid: int, mtime_ns: int) -> None:
+    src_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    tmp = target.with_name(f".{target.name}.tmp")
+    dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+    try:
+        while chunk := os.read(src_fd, _CHUNK):
+            os.write(dst_fd, chunk)
+        os.fchown(dst_fd, uid, gid)
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+    os.utime(tmp, ns=(mtime_ns, mtime_ns))
+    tmp.replace(target)
+
+
+def write_checksums(job_dir: Path, uid: int, gid: int) -> list[str]:
+    """SHA256SUMS over every file collected (sha256sum -c compatible)."""
+    lines = []
+    for path in _walk_regular_files(job_dir):
+        relative = path.relative_to(job_dir).as_posix()
+        if relative == SUMS_FILE or path.name.startswith("."):
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        lines.append(f"{digest.hexdigest()}  {relative}")
+    write_file_as(job_dir / SUMS_FILE, ("\n".join(lines) + "\n").encode("utf-8"), uid, gid)
+    return lines
+
+
+def attempts_of(job_dir: Path) -> list[dict[str, Any]]:
+    status = read_status(job_dir) or {}
+    attempts = status.get("attempts")
+    return list(attempts) if isinstance(attempts, list) else []
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True, default=str).encode("utf-8") + b"\n"

@@ -1,0 +1,1 @@
+"""The Slurm hooks: PrologSlurmctld and EpilogSlurmctld, and the batch-step launcher."""

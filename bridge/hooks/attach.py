@@ -1,0 +1,124 @@
+"""`skbridge attach`: the batch step of a bridge job, run by slurmd as the job's user.
+
+It never runs the user's commands. It follows the job's Pod with the job's own credential,
+copies the Pod's log to stdout (which Slurm writes to the job's --output file), and exits
+with the Pod's exit code, so `sacct` shows what the container did. scancel and the time
+limit send SIGTERM: attach stops at once and the epilog removes the Pod.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any, BinaryIO
+
+from bridge.collect.results import read_status, results_dir
+from bridge.errors import BridgeError
+from bridge.kubernetes.access import ATTACH_KUBECONFIG
+from bridge.kubernetes.client import Kube, KubeError, load_client
+from bridge.kubernetes.objects import collection_path, object_path
+from bridge.kubernetes.render import ObjectNames
+from bridge.settings import Settings
+
+EXIT_REJECTED = 1
+EXIT_LOST = 1
+_TERMINAL = ("Succeeded", "Failed")
+
+
+def _say(out: BinaryIO, text: str) -> None:
+    out.write(f"skbridge attach: {text}\n".encode())
+    out.flush()
+
+
+def _follow_log(kube: Kube, namespace: str, pod: str, out: BinaryIO, stop: threading.Event) -> None:
+    path = object_path("Pod", pod, namespace) + "/log"
+    try:
+        for chunk in kube.stream_lines(path, query={"container": "job", "follow": "true"}, read_timeout_s=3600 * 24):
+            out.write(chunk)
+            out.flush()
+            if stop.is_set():
+                return
+    except BridgeError as exc:
+        if not stop.is_set():
+            _say(out, f"log stream ended: {exc}")
+
+
+def _exit_code(pod: dict[str, Any]) -> int:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated is not None:
+            return int(terminated.get("exitCode", 1))
+    return 0 if (pod.get("status") or {}).get("phase") == "Succeeded" else 1
+
+
+def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | None:
+    """Follow the Pod by watch until it ends; None if it disappears first."""
+    path = collection_path("Pod", namespace)
+    while True:
+        current = kube.get_or_none(object_path("Pod", pod, namespace))
+        if current is None:
+            return None
+        if (current.get("status") or {}).get("phase") in _TERMINAL:
+            return current
+        try:
+            for event in kube.watch(path, query={"fieldSelector": f"metadata.name={pod}",
+                                                 "resourceVersion": current["metadata"]["resourceVersion"]},
+                                    timeout_s=300):
+                obj = event.get("object") or {}
+                if event.get("type") == "DELETED":
+                    return None
+                if obj.get("kind") == "Pod" and (obj.get("status") or {}).get("phase") in _TERMINAL:
+                    return obj
+        except KubeError:
+            time.sleep(1.0)  # a broken watch is re-established from a fresh read
+
+
+def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, out: BinaryIO | None = None) -> int:
+    out = out or sys.stdout.buffer
+    job_dir = results_dir(settings.nas, user, job_id)
+    status = read_status(job_dir) or {}
+    if status.get("state") == "rejected":
+        _say(out, f"the bridge rejected job {job_id}: {status.get('reason')}")
+        return EXIT_REJECTED
+    kubeconfig = job_dir / ATTACH_KUBECONFIG
+    if not kubeconfig.exists():
+        _say(out, f"no Pod credential at {kubeconfig}: was the job submitted through the bridge's prolog?")
+        return EXIT_LOST
+    pod = ObjectNames.for_attempt(job_id, restart_count).pod
+    namespace = settings.kubernetes.namespace
+    kube = load_client(kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow_log, args=(kube, namespace, pod, out, stop), daemon=True)
+    follower.start()
+    final = _wait_terminal(kube, namespace, pod)
+    follower.join(timeout=5)  # a real kubelet closes the stream when the container exits
+    stop.set()
+    if final is None:
+        _say(out, f"Pod {pod} disappeared before it finished")
+        return EXIT_LOST
+    code = _exit_code(final)
+    if code != 0:
+        _say(out, f"Pod {pod} ended {final['status'].get('phase')} with exit code {code}")
+    return code
+
+
+def attach_main(settings: Settings) -> int:
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    user = os.environ.get("SLURM_JOB_USER") or os.environ.get("USER", "")
+    restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if not job_id:
+        print("skbridge attach: run by Slurm as a bridge job's batch step (SLURM_JOB_ID is unset)", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        # scancel or the time limit: stop following; the epilog deletes the Pod.
+        print(f"skbridge attach: job {job_id} ended by {signal.Signals(signum).name}", flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return run_attach(settings, job_id, user, restart)

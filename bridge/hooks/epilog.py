@@ -1,0 +1,150 @@
+"""EpilogSlurmctld: collect the job's results onto the NAS, then remove its objects and verify.
+
+slurmctld only logs an epilog's failure, so this hook must not give up quietly: what it
+cannot remove within its deadline is logged and left to the watcher's reaper.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import structlog
+
+from bridge.collect.collector import (
+    RESULTS_SUBDIR,
+    Collected,
+    attempts_of,
+    collect_pod,
+    copy_results,
+    host_path_of,
+    write_checksums,
+)
+from bridge.collect.results import ensure_results_dir, read_status, write_file_as
+from bridge.errors import BridgeError
+from bridge.hooks.prolog import is_bridge_script
+from bridge.ingest.jobfile import parse_job_text
+from bridge.ingest.launcher import strip_launcher
+from bridge.kubernetes.access import access_selector
+from bridge.kubernetes.client import Kube, load_client
+from bridge.kubernetes.objects import ObjectRef, attempt_selector, delete_objects, list_job_objects, wait_gone
+from bridge.kubernetes.render import ObjectNames
+from bridge.log import get_logger
+from bridge.settings import Settings
+from bridge.slurm.jobinfo import JobAllocation, read_allocation, read_batch_script
+
+log = get_logger(component="epilog")
+
+
+def run_epilog(settings: Settings, job_id: str) -> int:
+    with structlog.contextvars.bound_contextvars(job_id=job_id):
+        try:
+            script = read_batch_script(settings.slurm, job_id)
+        except BridgeError as exc:
+            log.warning("job script unavailable; tearing down by label only", error=str(exc))
+            script = ""
+        if script and not is_bridge_script(script):
+            return 0
+        allocation = None
+        try:
+            allocation = read_allocation(settings.slurm, job_id)
+        except BridgeError as exc:
+            log.warning("allocation unavailable; collecting what Kubernetes still has", error=str(exc))
+        try:
+            kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
+        except BridgeError as exc:
+            log.error("Kubernetes unavailable; the reaper will collect and clean up", error=str(exc))
+            return 1
+        if allocation is not None:
+            collect_job(settings, kube, allocation, strip_launcher(script))
+        left = teardown(settings, kube, job_id)
+        return 1 if left else 0
+
+
+def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, script: str) -> None:
+    structlog.contextvars.bind_contextvars(user=allocation.user)
+    uid, gid = allocation.uid, allocation.gid
+    job_dir = ensure_results_dir(settings.nas, allocation.user, uid, gid, allocation.job_id)
+    names = ObjectNames.for_attempt(allocation.job_id, allocation.restart_count)
+    structlog.contextvars.bind_contextvars(pod=names.pod)
+    try:
+        collected = collect_pod(kube, settings.kubernetes.namespace, names.pod, job_dir, uid, gid)
+    except BridgeError as exc:
+        collected = Collected(notes=[f"Kubernetes unavailable while collecting: {exc}"])
+    spec, _problems = parse_job_text(script, settings.policy, settings.nas, owner=allocation.user) if script else (None, [])
+    if spec is not None and spec.results:
+        host = host_path_of(settings, allocation.user, spec.results)
+        if host is None:
+            collected.notes.append(f"#K8S_RESULTS={spec.results} is not under the NAS mount; nothing copied")
+        else:
+            files, notes = copy_results(host, job_dir / RESULTS_SUBDIR, uid, gid)
+            collected.files += [f"{RESULTS_SUBDIR}/{name}" for name in files]
+            collected.notes += notes
+    summary = build_summary(settings, allocation, spec, collected, job_dir)
+    write_file_as(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n", uid, gid)
+    sums = write_checksums(job_dir, uid, gid)
+    log.info("collected", results_dir=str(job_dir), files=len(sums), exit_code=collected.exit_code, notes=collected.notes)
+
+
+def build_summary(
+    settings: Settings, allocation: JobAllocation, spec: Any, collected: Collected, job_dir: Any
+) -> dict[str, Any]:
+    node = allocation.nodes[0] if allocation.nodes else None
+    status = read_status(job_dir) or {}
+    pod_status = (collected.pod or {}).get("status") or {}
+    return {
+        "job_id": allocation.job_id,
+        "job_name": allocation.name,
+        "user": allocation.user,
+        "image": getattr(spec, "image", None),
+        "node": node.node if node else None,
+        "kubernetes_node": settings.kubernetes.kube_node(node.node) if node else None,
+        "cpus": node.cpus if node else None,
+        "memory_mib": node.memory_mib if node else None,
+        "gpus": {"count": node.gpus, "type": node.gpu_type, "indices": list(node.gpu_indices)} if node else None,
+        "submit_time": _iso(allocation.submit_time),
+        "start_time": _iso(allocation.start_time),
+        "end_time": _iso(int(time.time())),
+        "pod_phase": collected.pod_phase,
+        "pod_start_time": pod_status.get("startTime"),
+        "exit_code": collected.exit_code,
+        "state": status.get("state"),
+        "reason": status.get("reason") or None,
+        "attempts": attempts_of(job_dir),
+        "restart_count": allocation.restart_count,
+        "notes": collected.notes,
+    }
+
+
+def teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
+    """Delete every object of every attempt of the job, then check they are gone."""
+    namespace = settings.kubernetes.namespace
+    deadline = time.monotonic() + settings.kubernetes.teardown_timeout_s
+    refs: list[ObjectRef] = []
+    while True:
+        try:
+            refs = list_job_objects(kube, namespace, attempt_selector(job_id))
+            refs += [r for r in list_job_objects(kube, namespace, access_selector(job_id)) if r not in refs]
+            if not refs:
+                return []
+            deleted = delete_objects(kube, refs, grace_period_s=settings.kubernetes.termination_grace_period_s)
+            log.info("deleting", objects=[str(r) for r in deleted])
+            left = wait_gone(kube, refs, timeout_s=max(1.0, deadline - time.monotonic()))
+            if not left:
+                log.info("removed", objects=[str(r) for r in refs])
+                return []
+            refs = left
+        except BridgeError as exc:
+            log.warning("teardown step failed; retrying", error=str(exc))
+            time.sleep(1.0)
+        if time.monotonic() >= deadline:
+            log.error("objects still present at the epilog's deadline; the reaper will remove them",
+                      objects=[str(r) for r in refs])
+            return refs
+
+
+def _iso(epoch: int) -> str | None:
+    if not epoch:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

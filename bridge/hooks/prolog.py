@@ -1,0 +1,208 @@
+"""PrologSlurmctld: turn Slurm's allocation into a Ready Pod on the allocated node.
+
+Exit codes are chosen on purpose (slurmctld acts on them):
+  0  the Pod is Ready, the job is not a bridge job, or the job is rejected for good
+     (the batch step's `attach` then prints the reason and fails the job);
+  1  a temporary failure (no room in Kubernetes, API down): everything this attempt made
+     is removed and slurmctld requeues the job, leaving the node up.
+"""
+
+from __future__ import annotations
+
+import pwd
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from bridge.collect.results import ensure_results_dir, record_status, write_file_as
+from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
+from bridge.ingest.jobfile import parse_job_text
+from bridge.ingest.launcher import strip_launcher
+from bridge.kubernetes.access import access_selector, grant_attach_access
+from bridge.kubernetes.client import Kube, KubeRejected, load_client
+from bridge.kubernetes.objects import (
+    Made,
+    attempt_selector,
+    create_objects,
+    delete_objects,
+    list_job_objects,
+    wait_gone,
+    wait_pod_ready,
+)
+from bridge.kubernetes.render import LABEL_RESTART, ObjectNames, render_job
+from bridge.log import get_logger
+from bridge.settings import Settings
+from bridge.slurm.commands import run_slurm
+from bridge.slurm.jobinfo import JobAllocation, read_allocation, read_batch_script
+
+log = get_logger(component="prolog")
+
+EXIT_OK = 0
+EXIT_REQUEUE = 1
+
+
+@dataclass
+class PrologTimings:
+    """Where the hook's time goes (reported in the log and by the benchmark)."""
+
+    marks: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.perf_counter)
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks[name] = round(self.marks.get(name, 0.0) + now - self._last, 4)
+        self._last = now
+
+
+def is_bridge_script(script: str) -> bool:
+    """Cheap test before any parsing: a bridge job names its image in the header."""
+    return any(line.startswith("#K8S_IMAGE=") for line in script.splitlines())
+
+
+def run_prolog(settings: Settings, job_id: str) -> int:
+    timings = PrologTimings()
+    with structlog.contextvars.bound_contextvars(job_id=job_id):
+        try:
+            script = read_batch_script(settings.slurm, job_id)
+        except TemporaryError as exc:
+            log.error("cannot read the job script; requeue", error=str(exc))
+            return EXIT_REQUEUE
+        except PermanentError as exc:
+            log.error("cannot read the job script; leaving the job alone", error=str(exc))
+            return EXIT_OK
+        if not is_bridge_script(script):
+            return EXIT_OK
+        timings.mark("slurm_script")
+        try:
+            allocation = read_allocation(settings.slurm, job_id)
+        except BridgeError as exc:
+            log.error("cannot read the allocation; requeue", error=str(exc))
+            return EXIT_REQUEUE
+        timings.mark("slurm_allocation")
+        code = _prolog_for(settings, allocation, strip_launcher(script), timings)
+        log.info("prolog done", exit_code=code, timings_s=timings.marks)
+        return code
+
+
+def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timings: PrologTimings) -> int:
+    kube_settings = settings.kubernetes
+    structlog.contextvars.bind_contextvars(user=allocation.user, attempt=allocation.restart_count)
+    job_dir = ensure_results_dir(settings.nas, allocation.user, allocation.uid, allocation.gid, allocation.job_id)
+
+    def reject(reason: str) -> int:
+        """For good: the job runs its launcher, which prints the reason and fails."""
+        log.warning("job rejected", reason=reason)
+        record_status(job_dir, allocation.uid, allocation.gid, state="rejected", reason=reason,
+                      attempt=allocation.restart_count)
+        _admin_comment(settings, allocation.job_id, f"skbridge rejected: {reason}")
+        return EXIT_OK
+
+    def requeue(reason: str) -> int:
+        if allocation.restart_count + 1 >= kube_settings.max_prolog_attempts:
+            return reject(f"{reason} (gave up after {allocation.restart_count + 1} attempts)")
+        log.warning("requeue", reason=reason)
+        record_status(job_dir, allocation.uid, allocation.gid, state="requeued", reason=reason,
+                      attempt=allocation.restart_count)
+        _admin_comment(settings, allocation.job_id, f"skbridge requeued: {reason}")
+        return EXIT_REQUEUE
+
+    spec, problems = parse_job_text(script, settings.policy, settings.nas, owner=allocation.user,
+                                    owner_home=_home_of(allocation.uid))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or spec is None:
+        return reject("; ".join(f"line {p.line}: {p.message}" if p.line else p.message for p in errors))
+    if len(allocation.nodes) != 1:
+        return reject(f"the bridge runs one Pod per job; this job has {len(allocation.nodes)} nodes (use --nodes=1)")
+    timings.mark("validate")
+    structlog.contextvars.bind_contextvars(node=allocation.node.node)
+    try:
+        rendered = render_job(settings, allocation, spec, script)
+    except ConfigError as exc:
+        # An admin's template mistake hits every job: keep jobs queued until it is fixed.
+        log.error("Pod template broken", error=str(exc))
+        return requeue(f"the bridge's Pod template is broken: {exc}")
+    structlog.contextvars.bind_contextvars(pod=rendered.names.pod)
+    timings.mark("render")
+    try:
+        kube = load_client(kube_settings.kubeconfig, timeout_s=kube_settings.api_timeout_s)
+        _remove_previous_attempts(kube, settings, allocation)
+        timings.mark("kube_connect_cleanup")
+    except BridgeError as exc:
+        return requeue(f"Kubernetes API unavailable: {exc}")
+    made: list[Made] = []
+    try:
+        create_objects(kube, rendered, kube_settings.namespace, made)
+        log.debug("objects ready", created=[str(m.ref) for m in made if m.created],
+                  reused=[str(m.ref) for m in made if not m.created])
+        timings.mark("kube_create")
+        pod = next(m.obj for m in made if m.ref.kind == "Pod")
+        grant_attach_access(kube, kube_settings.namespace, allocation, pod, job_dir)
+        timings.mark("kube_access")
+        verdict = wait_pod_ready(kube, kube_settings.namespace, rendered.names.pod,
+                                 timeout_s=kube_settings.pod_ready_timeout_s,
+                                 unschedulable_grace_s=kube_settings.unschedulable_grace_s)
+        timings.mark("kube_wait_ready")
+    except KubeRejected as exc:
+        _cleanup(kube, settings, allocation, made)
+        return reject(f"Kubernetes refused the job's objects: {exc}")
+    except BridgeError as exc:
+        _cleanup(kube, settings, allocation, made)
+        return requeue(str(exc))
+    except BaseException:
+        # A bug must never leave a half-made set of objects behind.
+        _cleanup(kube, settings, allocation, made)
+        raise
+    if not verdict.ready:
+        _cleanup(kube, settings, allocation, made)
+        return reject(verdict.reason) if verdict.permanent else requeue(verdict.reason)
+    record_status(job_dir, allocation.uid, allocation.gid, state="running", reason="", attempt=allocation.restart_count)
+    # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
+    write_file_as(job_dir / "manifest.yaml", rendered.manifest_yaml.encode("utf-8"), allocation.uid, allocation.gid)
+    return EXIT_OK
+
+
+def _remove_previous_attempts(kube: Kube, settings: Settings, allocation: JobAllocation) -> None:
+    """A requeued job starts clean: objects of earlier attempts go first."""
+    namespace = settings.kubernetes.namespace
+    current = ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod
+    old = [ref for ref in list_job_objects(kube, namespace, attempt_selector(allocation.job_id))
+           if ref.name != current and not ref.name.startswith(f"{current}-")]
+    if old:
+        log.info("removing objects of an earlier attempt", objects=[str(r) for r in old], label=LABEL_RESTART)
+        delete_objects(kube, old, grace_period_s=0)
+        left = wait_gone(kube, old, timeout_s=settings.kubernetes.teardown_timeout_s / 2)
+        if left:
+            raise TemporaryError(f"objects of an earlier attempt are still terminating: {', '.join(map(str, left))}")
+
+
+def _cleanup(kube: Kube, settings: Settings, allocation: JobAllocation, made: list[Made]) -> None:
+    """Remove what this attempt made (objects it merely reused from a re-run too)."""
+    refs = [m.ref for m in made]
+    try:
+        refs += [r for r in list_job_objects(kube, settings.kubernetes.namespace, access_selector(allocation.job_id))
+                 if r not in refs]
+        delete_objects(kube, refs, grace_period_s=0)
+        left = wait_gone(kube, refs, timeout_s=settings.kubernetes.teardown_timeout_s)
+    except BridgeError as exc:
+        log.error("cleanup failed; the reaper will finish it", error=str(exc), objects=[str(r) for r in refs])
+        return
+    if left:
+        log.error("objects still present after cleanup; the reaper will finish it", objects=[str(r) for r in left])
+    else:
+        log.info("removed this attempt's objects", objects=[str(r) for r in refs])
+
+
+def _admin_comment(settings: Settings, job_id: str, text: str) -> None:
+    try:
+        run_slurm(settings.slurm, ["scontrol", "update", f"JobId={job_id}", f"AdminComment={text[:900]}"])
+    except BridgeError as exc:
+        log.warning("cannot set the job's AdminComment", error=str(exc))
+
+
+def _home_of(uid: int) -> Path | None:
+    try:
+        return Path(pwd.getpwuid(uid).pw_dir)
+    except KeyError:
+        return None

@@ -1,0 +1,164 @@
+"""`skbridge watch`: the long-running drop-folder watcher.
+
+Single instance (a lock file), journal recovery and a full rescan at start, polling with
+an inotify hint, a capped pool of sbatch workers, retries with backoff, and a clean stop
+on SIGTERM: no new claims, in-flight files finish their step, the journal covers the rest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
+
+from bridge import systemd
+from bridge.errors import ConfigError
+from bridge.ingest.detect import InotifyHint, SubmitScanner
+from bridge.ingest.journal import Entry, Journal
+from bridge.ingest.pipeline import Ingestor, Outcome
+from bridge.log import get_logger
+from bridge.settings import Settings
+
+log = get_logger(component="watcher")
+
+
+class InstanceLock:
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self._path), exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"another watcher (pid {holder}) holds {self._path}; only one may run") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Watcher:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._in_flight: dict[str, Future[Outcome]] = {}
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        settings = self._settings
+        ingest = settings.ingest
+        lock = InstanceLock(str(ingest.lock_path))
+        lock.acquire()
+        journal = Journal(ingest.journal_path)
+        ingestor = Ingestor(settings, journal)
+        scanner = SubmitScanner(settings.nas.submit_dir, settle_s=ingest.settle_s)
+        hint = InotifyHint(settings.nas.submit_dir, scanner, self._wake)
+        pool = ThreadPoolExecutor(max_workers=ingest.max_concurrent_sbatch, thread_name_prefix="sbatch")
+        inotify = ingest.use_inotify and hint.start()
+        try:
+            self._recover(ingestor, pool)
+            systemd.notify("READY=1")
+            log.info("watching", folder=str(settings.nas.submit_dir), poll_interval_s=ingest.poll_interval_s,
+                     inotify_hint=inotify, workers=ingest.max_concurrent_sbatch)
+            self._loop(ingestor, journal, scanner, pool)
+        finally:
+            systemd.notify("STOPPING=1")
+            hint.stop()
+            pool.shutdown(wait=True)  # in-flight sbatch calls finish and are journaled
+            journal.close()
+            lock.release()
+            log.info("stopped")
+
+    def _recover(self, ingestor: Ingestor, pool: ThreadPoolExecutor) -> None:
+        while not self._stop.is_set():
+            try:
+                entries = ingestor.recover()
+                break
+            except OSError as exc:
+                log.error("cannot read processing/; retrying", error=str(exc))
+                self._stop.wait(self._settings.ingest.poll_interval_s * 5)
+        else:
+            return
+        if entries:
+            log.info("resuming work from before the restart", entries=len(entries))
+        for entry in entries:
+            self._dispatch(ingestor, pool, entry)
+
+    def _dispatch(self, ingestor: Ingestor, pool: ThreadPoolExecutor, entry: Entry) -> None:
+        if entry.id in self._in_flight:
+            return
+        future = pool.submit(self._process_safely, ingestor, entry)
+        self._in_flight[entry.id] = future
+        future.add_done_callback(lambda _f: self._wake.set())
+
+    def _process_safely(self, ingestor: Ingestor, entry: Entry) -> Outcome:
+        try:
+            return ingestor.process(entry)
+        except Exception:
+            # A bug or an unwritable NAS must not lose the file: it stays in processing/ with
+            # its journal entry and is tried again later.
+            log.exception("unexpected failure; the file stays queued", file=os.fsdecode(entry.name), entry=entry.id)
+            fresh = ingestor.journal.get(entry.id)
+            if fresh is not None:
+                ingestor.journal.set_state(entry.id, fresh.state, next_attempt_at=time.time() + 30)
+            raise
+
+    def _loop(self, ingestor: Ingestor, journal: Journal, scanner: SubmitScanner, pool: ThreadPoolExecutor) -> None:
+        ingest = self._settings.ingest
+        capacity = ingest.max_concurrent_sbatch * 4
+        last_watchdog = 0.0
+        next_journal_check = 0.0
+        watchdog_s = systemd.watchdog_interval_s()
+        while not self._stop.is_set():
+            self._wake.clear()
+            for entry_id in [eid for eid, fut in self._in_flight.items() if fut.done()]:
+                del self._in_flight[entry_id]
+            if time.monotonic() >= next_journal_check:
+                # Retries are due at most once a poll interval; no need to ask on every wake.
+                next_journal_check = time.monotonic() + ingest.poll_interval_s
+                for entry in journal.due_entries(time.time(), capacity + len(self._in_flight)):
+                    if len(self._in_flight) >= capacity:
+                        break
+                    self._dispatch(ingestor, pool, entry)
+            if len(self._in_flight) < capacity:
+                for name in scanner.scan():
+                    if self._stop.is_set() or len(self._in_flight) >= capacity:
+                        break
+                    try:
+                        claimed = ingestor.claim(name)
+                    except OSError as exc:
+                        log.error("cannot claim file; will retry", file=os.fsdecode(name), error=exc.strerror)
+                        continue
+                    scanner.forget(name)
+                    if claimed is not None:
+                        log.info("claimed", file=os.fsdecode(name), entry=claimed.id)
+                        self._dispatch(ingestor, pool, claimed)
+            if watchdog_s is not None and time.monotonic() - last_watchdog > watchdog_s:
+                systemd.notify("WATCHDOG=1")
+                last_watchdog = time.monotonic()
+            self._wake.wait(ingest.poll_interval_s)

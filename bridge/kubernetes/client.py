@@ -1,0 +1,158 @@
+"""A thin, fast layer over the official client's ApiClient: REST paths in, dicts out.
+
+The generated API classes import thousands of model modules (~0.4 s), which the prolog
+pays on every job's allocation path. `ApiClient.call_api` with raw paths and JSON dicts
+keeps the official client's kubeconfig, TLS and auth handling without that cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import config as kube_config
+from kubernetes.client import api_client, exceptions
+
+from bridge.errors import PermanentError, TemporaryError
+
+
+class KubeError(TemporaryError):
+    """An API answer other than success; `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, *, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubeRejected(PermanentError):
+    """The API server refused the object itself (invalid, forbidden by admission or RBAC)."""
+
+    def __init__(self, message: str, *, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def load_client(kubeconfig: Path, *, timeout_s: float) -> Kube:
+    try:
+        client = kube_config.new_client_from_config(config_file=str(kubeconfig))
+    except (OSError, kube_config.ConfigException) as exc:
+        raise PermanentError(f"cannot load kubeconfig {kubeconfig}: {exc}") from exc
+    return Kube(client, timeout_s=timeout_s)
+
+
+class Kube:
+    def __init__(self, client: api_client.ApiClient, *, timeout_s: float = 10.0) -> None:
+        self.api_client = client
+        self._timeout_s = timeout_s
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        data = self._call(method, path, body=body, query=query, content_type=content_type).read()
+        return json.loads(data) if data else {}
+
+    def request_text(self, method: str, path: str, *, query: dict[str, Any] | None = None) -> str:
+        """For endpoints that answer plain text, like pods/log."""
+        data = self._call(method, path, query=query).read()
+        return data.decode("utf-8", "replace") if data else ""
+
+    def stream_lines(self, path: str, *, query: dict[str, Any], read_timeout_s: float) -> Iterator[bytes]:
+        """Raw streamed body (pods/log?follow=true), chunk by chunk."""
+        response = self._call("GET", path, query=query, read_timeout_s=read_timeout_s)
+        try:
+            yield from response.response.stream(4096, decode_content=True)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(f"stream of {path} broke: {exc}", status=0) from exc
+        finally:
+            response.response.release_conn()
+
+    def get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete(self, path: str, *, grace_period_s: int | None = None) -> bool:
+        """Delete; False when it was already gone."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if grace_period_s is not None:
+            body["gracePeriodSeconds"] = grace_period_s
+        try:
+            self.request("DELETE", path, body=body)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def watch(self, path: str, *, query: dict[str, Any], timeout_s: float) -> Iterator[dict[str, Any]]:
+        """Yield watch events ({"type", "object"}) until the server ends the stream."""
+        params = {**query, "watch": "true", "timeoutSeconds": max(1, int(timeout_s)), "allowWatchBookmarks": "false"}
+        response = self._call("GET", path, query=params, read_timeout_s=timeout_s + 5)
+        try:
+            buffer = b""
+            for chunk in response.response.stream(4096, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(f"watch of {path} broke: {exc}", status=0) from exc
+        finally:
+            response.response.release_conn()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        read_timeout_s: float | None = None,
+    ) -> Any:
+        """Send one request; returns the client's RESTResponse (body not yet read)."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            method, url, headers, body, _ = self.api_client.param_serialize(
+                method=method, resource_path=path, query_params=list((query or {}).items()), header_params=headers,
+                body=body, auth_settings=["BearerToken"])
+            response = self.api_client.call_api(method, url, header_params=headers, body=body,
+                                                _request_timeout=(self._timeout_s, read_timeout_s or self._timeout_s))
+        except exceptions.ApiException as exc:
+            raise _api_error(method, path, int(exc.status or 0), str(exc.reason or ""), exc.body) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(f"{method} {path}: API server unreachable: {exc}", status=0) from exc
+        if not 200 <= response.status <= 299:
+            raise _api_error(method, path, response.status, str(response.reason or ""), response.read())
+        return response
+
+
+def _api_error(method: str, path: str, status: int, message: str, body: Any) -> KubeError | KubeRejected:
+    reason = ""
+    try:
+        payload = json.loads(body or "{}")
+        message = payload.get("message") or message
+        reason = payload.get("reason") or ""
+    except (TypeError, ValueError):
+        pass
+    text = f"{method} {path}: {status} {message}"
+    if status in (400, 403, 422):
+        return KubeRejected(text, status=status, reason=reason)
+    return KubeError(text, status=status, reason=reason)

@@ -1,0 +1,210 @@
+"""Create, find, wait for and remove the objects of one job attempt.
+
+Idempotent by construction: names are deterministic, a 409 on create is answered by
+reading the object and comparing its spec hash, and deletion treats 404 as done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import PermanentError, TemporaryError
+from bridge.kubernetes.client import Kube, KubeError
+from bridge.kubernetes.render import (
+    ANNOTATION_SPEC_HASH,
+    LABEL_JOB_ID,
+    LABEL_MANAGED_BY,
+    LABEL_RESTART,
+    MANAGED_BY,
+    RenderedJob,
+)
+
+# Deletion order: the Pod first (it holds the claims), the PV last (its claim protects it).
+KIND_ORDER = ("Pod", "ServiceAccount", "RoleBinding", "Role", "ConfigMap", "PersistentVolumeClaim", "PersistentVolume")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    kind: str
+    name: str
+    namespace: str | None
+
+    @property
+    def path(self) -> str:
+        return object_path(self.kind, self.name, self.namespace)
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+_COLLECTIONS = {
+    "Pod": ("/api/v1", "pods", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+}
+
+
+def collection_path(kind: str, namespace: str | None) -> str:
+    prefix, plural, namespaced = _COLLECTIONS[kind]
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespaced else f"{prefix}/{plural}"
+
+
+def object_path(kind: str, name: str, namespace: str | None) -> str:
+    return f"{collection_path(kind, namespace)}/{name}"
+
+
+def ref_of(obj: dict[str, Any], default_namespace: str) -> ObjectRef:
+    kind = obj["kind"]
+    namespaced = _COLLECTIONS[kind][2]
+    return ObjectRef(kind, obj["metadata"]["name"], obj["metadata"].get("namespace", default_namespace) if namespaced else None)
+
+
+@dataclass(frozen=True)
+class Made:
+    ref: ObjectRef
+    created: bool  # False: found from an earlier run of the same hook and reused
+    obj: dict[str, Any]
+
+
+def create_objects(kube: Kube, rendered: RenderedJob, namespace: str, made: list[Made]) -> None:
+    """Create every object in order, appending to `made` as it goes (so a failure midway
+    still knows what to remove). Identical leftovers of an earlier run are reused."""
+    for obj in rendered.objects:
+        ref = ref_of(obj, namespace)
+        try:
+            made.append(Made(ref, True, kube.request("POST", collection_path(ref.kind, ref.namespace), body=obj)))
+            continue
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        existing = kube.get_or_none(ref.path)
+        wanted = obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
+        found = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+        if existing is not None and found == wanted and not existing["metadata"].get("deletionTimestamp"):
+            made.append(Made(ref, False, existing))  # a slurmctld restart re-ran the prolog: keep it
+            continue
+        raise TemporaryError(f"{ref} exists with a different spec (hash {found}, want {wanted}); "
+                             "it will be replaced once the old one is removed")
+
+
+def attempt_selector(job_id: str, restart_count: int | None = None) -> str:
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_JOB_ID}={job_id}"
+    if restart_count is not None:
+        selector += f",{LABEL_RESTART}={restart_count}"
+    return selector
+
+
+def list_job_objects(kube: Kube, namespace: str, selector: str) -> list[ObjectRef]:
+    found: list[ObjectRef] = []
+    for kind in KIND_ORDER:
+        listing = kube.request("GET", collection_path(kind, namespace if _COLLECTIONS[kind][2] else None),
+                               query={"labelSelector": selector})
+        for item in listing.get("items") or []:
+            found.append(ObjectRef(kind, item["metadata"]["name"], item["metadata"].get("namespace")))
+    return found
+
+
+def delete_objects(kube: Kube, refs: list[ObjectRef], *, grace_period_s: int | None = None) -> list[ObjectRef]:
+    """Issue deletes in dependency order; returns those that existed."""
+    deleted: list[ObjectRef] = []
+    for ref in sorted(refs, key=lambda r: KIND_ORDER.index(r.kind)):
+        if kube.delete(ref.path, grace_period_s=grace_period_s if ref.kind == "Pod" else None):
+            deleted.append(ref)
+    return deleted
+
+
+def wait_gone(kube: Kube, refs: list[ObjectRef], *, timeout_s: float) -> list[ObjectRef]:
+    """Poll until every object is gone; returns the ones still present at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    remaining = list(refs)
+    while remaining:
+        remaining = [ref for ref in remaining if kube.get_or_none(ref.path) is not None]
+        if not remaining or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return remaining
+
+
+@dataclass(frozen=True)
+class PodVerdict:
+    ready: bool
+    reason: str = ""
+    permanent: bool = False
+
+
+_FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                  "CreateContainerError", "ErrImageNeverPull", "RunContainerError"}
+
+
+def judge_pod(pod: dict[str, Any], *, unschedulable_for_s: float, unschedulable_grace_s: float) -> PodVerdict | None:
+    """Ready, failed, or None while there is still reason to wait."""
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if phase in ("Succeeded", "Failed") or conditions.get("Ready", {}).get("status") == "True":
+        return PodVerdict(ready=True)  # a short job may finish before we look: attach reports it
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _FATAL_WAITING:
+            return PodVerdict(False, f"{waiting.get('reason')}: {waiting.get('message', '')}".strip(), permanent=False)
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" \
+            and unschedulable_for_s >= unschedulable_grace_s:
+        return PodVerdict(False, f"Kubernetes has no room for the Pod: {scheduled.get('message', '')}")
+    return None
+
+
+def wait_pod_ready(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    timeout_s: float,
+    unschedulable_grace_s: float,
+) -> PodVerdict:
+    """Follow the Pod by watch (not by sleeping) until Ready, a failure, or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    unschedulable_since: float | None = None
+    path = collection_path("Pod", namespace)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return PodVerdict(False, f"Pod {name} not Ready after {timeout_s:.0f}s")
+        pod = kube.get_or_none(object_path("Pod", name, namespace))
+        if pod is None:
+            raise PermanentError(f"Pod {name} vanished while starting")
+        version = pod["metadata"]["resourceVersion"]
+        verdict, unschedulable_since = _judge(pod, unschedulable_since, unschedulable_grace_s)
+        if verdict is not None:
+            return verdict
+        # Wait for the next change; wake up by the unschedulable grace at the latest.
+        window = min(remaining, unschedulable_grace_s if unschedulable_since is not None else remaining)
+        for event in kube.watch(path, query={"fieldSelector": f"metadata.name={name}", "resourceVersion": version},
+                                timeout_s=max(1.0, window)):
+            if event.get("type") == "DELETED":
+                raise PermanentError(f"Pod {name} was deleted while starting")
+            obj = event.get("object") or {}
+            if obj.get("kind") != "Pod":
+                break  # an ERROR event (e.g. resource version too old): re-read and watch again
+            verdict, unschedulable_since = _judge(obj, unschedulable_since, unschedulable_grace_s)
+            if verdict is not None:
+                return verdict
+            if time.monotonic() > deadline:
+                break
+
+
+def _judge(pod: dict[str, Any], since: float | None, grace_s: float) -> tuple[PodVerdict | None, float | None]:
+    conditions = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        since = since if since is not None else time.monotonic()
+    else:
+        since = None
+    age = time.monotonic() - since if since is not None else 0.0
+    return judge_pod(pod, unschedulable_for_s=age, unschedulable_grace_s=grace_s), since

@@ -1,0 +1,193 @@
+"""Render pod-template.yaml into the Kubernetes objects of one job attempt.
+
+The template is the admin's to edit, so its failures must name its line: Jinja2 syntax
+and runtime errors report the template line, YAML errors the rendered line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import jinja2
+import yaml
+
+from bridge.errors import ConfigError
+from bridge.resources import resource_path
+from bridge.settings import Settings
+from bridge.slurm.jobinfo import JobAllocation
+
+MANAGED_BY = "slurm-k8s-bridge"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_JOB_ID = "slurm.job-id"
+LABEL_USER = "slurm.user"
+LABEL_RESTART = "slurm.restart-count"
+ANNOTATION_SPEC_HASH = "skbridge.io/spec-hash"
+HOME_MOUNT_PATH = "/workspace"
+
+
+class MountLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def container_path(self) -> str: ...
+    @property
+    def read_only(self) -> bool: ...
+
+
+class DirectivesLike(Protocol):
+    """What rendering needs of a parsed job file (bridge.ingest.jobfile.JobSpec)."""
+
+    @property
+    def image(self) -> str: ...
+    @property
+    def workdir(self) -> str: ...
+    @property
+    def env(self) -> Sequence[tuple[str, str]]: ...
+    @property
+    def mounts(self) -> Sequence[Any]: ...
+    @property
+    def shm(self) -> str | None: ...
+    @property
+    def results(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ObjectNames:
+    pod: str
+    configmap: str
+    home_claim: str
+
+    @classmethod
+    def for_attempt(cls, job_id: str, restart_count: int) -> ObjectNames:
+        base = f"skb-{job_id}-r{restart_count}"
+        return cls(pod=base, configmap=base, home_claim=f"{base}-home")
+
+    def volume_claim(self, volume: str) -> str:
+        return f"{self.pod}-vol-{volume}"
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    names: ObjectNames
+    objects: list[dict[str, Any]]  # creation order: ConfigMap, PV/PVC pairs, Pod
+    manifest_yaml: str
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return next(obj for obj in self.objects if obj["kind"] == "Pod")
+
+
+def bridge_labels(allocation: JobAllocation) -> dict[str, str]:
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_JOB_ID: allocation.job_id,
+        LABEL_USER: allocation.user,
+        LABEL_RESTART: str(allocation.restart_count),
+    }
+
+
+@lru_cache(maxsize=4)
+def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+    # A loader lets an admin's template `{% extends "pod-template.yaml" %}` and override blocks.
+    return jinja2.Environment(  # noqa: S701 - renders YAML, not HTML; values are quoted with tojson
+        loader=jinja2.FileSystemLoader(list(search_path)), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, auto_reload=True,
+    )
+
+
+def _load_template(path: Path) -> jinja2.Template:
+    shipped = resource_path("pod-template.yaml").parent
+    search = tuple(dict.fromkeys([str(path.parent), str(shipped)]))
+    try:
+        return _environment(search).get_template(path.name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{exc.filename or path}:{exc.lineno}: template syntax error: {exc.message}") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise ConfigError(f"Pod template {exc.name} not found (looked in {', '.join(search)})") from exc
+
+
+def template_path(settings: Settings) -> Path:
+    return settings.kubernetes.pod_template or resource_path("pod-template.yaml")
+
+
+def _template_line(tb: TracebackType | None) -> tuple[str, int] | None:
+    where = None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith((".yaml", ".yml", ".j2")):
+            where = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return where
+
+
+def _spec_hash(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def render_job(
+    settings: Settings,
+    allocation: JobAllocation,
+    spec: DirectivesLike,
+    script: str,
+) -> RenderedJob:
+    kube = settings.kubernetes
+    nas = settings.nas
+    path = template_path(settings)
+    template = _load_template(path)
+    names = ObjectNames.for_attempt(allocation.job_id, allocation.restart_count)
+    node = allocation.node
+    home_path = nas.home_root / allocation.user
+    mounts = []
+    claims = [{"name": names.home_claim, "host_path": str(home_path), "read_only": False}]
+    for mount in spec.mounts:
+        volume = nas.shared_volumes[mount.name]
+        read_only = bool(mount.read_only or volume.read_only)
+        claim = names.volume_claim(mount.name)
+        host = str(nas.shared_volume_path(mount.name))
+        mounts.append({"name": mount.name, "container_path": mount.container_path, "read_only": read_only,
+                       "claim": claim, "host_path": host})
+        claims.append({"name": claim, "host_path": host, "read_only": read_only})
+    context = {
+        "job": {
+            "id": allocation.job_id, "name": allocation.name, "user": allocation.user, "uid": allocation.uid,
+            "gid": allocation.gid, "groups": list(allocation.groups), "partition": allocation.partition,
+            "restart_count": allocation.restart_count, "time_limit_minutes": allocation.time_limit_minutes,
+            "node": node.node, "kube_node": kube.kube_node(node.node), "cpus": node.cpus,
+            "memory_mib": node.memory_mib, "gpus": node.gpus, "gpu_type": node.gpu_type,
+            "gpu_indices": list(node.gpu_indices),
+        },
+        "spec": {"image": spec.image, "workdir": spec.workdir, "env": [list(pair) for pair in spec.env],
+                 "shm": spec.shm, "results": spec.results, "mounts": mounts},
+        "names": {"pod": names.pod, "configmap": names.configmap, "home_claim": names.home_claim},
+        "labels": bridge_labels(allocation),
+        "claims": claims,
+        "script": script,
+        "cfg": {"namespace": kube.namespace, "gpu_resource": kube.gpu_resource, "gpu_mode": kube.gpu_mode,
+                "termination_grace_period_s": kube.termination_grace_period_s, "home_path": str(home_path),
+                "nas_server": nas.server, "home_mount_path": HOME_MOUNT_PATH},
+    }
+    try:
+        text = template.render(context)
+    except jinja2.TemplateError as exc:
+        found = _template_line(exc.__traceback__)
+        where = f"{found[0]}:{found[1]}" if found else str(path)
+        raise ConfigError(f"{where}: template error: {exc}") from exc
+    try:
+        objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        rendered_line = f" (rendered line {mark.line + 1}: {text.splitlines()[mark.line]!r})" if mark else ""
+        raise ConfigError(f"{path}: rendered template is not valid YAML{rendered_line}: {exc}") from exc
+    for obj in objects:
+        metadata = obj.setdefault("metadata", {})
+        metadata.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = _spec_hash(obj)
+    if sum(1 for obj in objects if obj.get("kind") == "Pod") != 1:
+        raise ConfigError(f"{path}: the template must render exactly one Pod")
+    return RenderedJob(names=names, objects=objects, manifest_yaml=text)

@@ -1,0 +1,88 @@
+--[[
+slurm-k8s-bridge: route a plain `sbatch job.sh` through the bridge.
+
+For a batch script whose header carries `#K8S_IMAGE=`, insert the launcher line right after
+the header, exactly as the drop-folder watcher does (bridge/ingest/launcher.py), so the
+batch step runs `skbridge attach` and the script itself runs only in the Pod. Every other
+job is left untouched.
+
+This runs inside slurmctld under its locks: string work only, no I/O, no commands.
+Validation happens in the prolog, whose reasons reach the job's output file.
+Install as job_submit.lua next to slurm.conf, with JobSubmitPlugins=lua.
+--]]
+
+-- install.sh rewrites this line to the installed path of skbridge.
+local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"
+local MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
+
+-- Same result as Python's shlex.quote.
+local function shell_quote(s)
+	if s ~= "" and not s:find("[^%w_@%%+=:,./-]") then
+		return s
+	end
+	return "'" .. s:gsub("'", "'\"'\"'") .. "'"
+end
+
+local function split_lines(text)
+	local lines = {}
+	for line in (text .. "\n"):gmatch("(.-)\n") do
+		lines[#lines + 1] = line
+	end
+	return lines
+end
+
+local function is_bridge_job(lines)
+	for _, line in ipairs(lines) do
+		if line:sub(1, 11) == "#K8S_IMAGE=" then
+			return true
+		end
+	end
+	return false
+end
+
+local function has_launcher(lines)
+	for _, line in ipairs(lines) do
+		if line:gsub("%s+$", ""):sub(-#MARKER) == MARKER then
+			return true
+		end
+	end
+	return false
+end
+
+-- Index of the first command line: where the header (comments and blanks) ends.
+local function header_end(lines)
+	for index, line in ipairs(lines) do
+		local stripped = line:match("^%s*(.-)%s*$")
+		if not (index == 1 and stripped:sub(1, 2) == "#!") then
+			if stripped ~= "" and stripped:sub(1, 1) ~= "#" then
+				return index
+			end
+		end
+	end
+	return #lines + 1
+end
+
+function slurm_job_submit(job_desc, part_list, submit_uid)
+	local script = job_desc.script
+	if script == nil or script == "" then
+		return slurm.SUCCESS
+	end
+	local lines = split_lines(script)
+	if not is_bridge_job(lines) or has_launcher(lines) then
+		return slurm.SUCCESS
+	end
+	local at = header_end(lines)
+	if at == #lines + 1 and lines[#lines] == "" then
+		at = #lines -- keep the file's final newline last
+	end
+	table.insert(lines, at, "exec " .. shell_quote(SKBRIDGE) .. " attach  " .. MARKER)
+	job_desc.script = table.concat(lines, "\n")
+	slurm.log_info("slurm-k8s-bridge: launcher added to job from uid %u", submit_uid)
+	return slurm.SUCCESS
+end
+
+function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+	return slurm.SUCCESS
+end
+
+return slurm.SUCCESS

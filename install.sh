@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Install slurm-k8s-bridge on a Slurm controller host that can reach the Kubernetes API.
+#
+#   sudo ./install.sh [--dry-run] [--kubeconfig FILE] [--nas-root DIR] [--apply-slurm-conf]
+#   sudo ./install.sh --uninstall [--dry-run]
+#
+# Idempotent: running it again changes nothing that is already right. It never overwrites
+# an admin's config, never edits slurm.conf unless asked (--apply-slurm-conf, with a backup),
+# and records every path it creates so --uninstall removes exactly those.
+set -euo pipefail
+
+PREFIX=/opt/slurm-k8s-bridge
+ETC=/etc/slurm-k8s-bridge
+STATE=/var/lib/slurm-k8s-bridge
+MANIFEST=$STATE/installed-files
+UNIT_DIR=/etc/systemd/system
+SLURM_CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+dry_run=0 uninstall=0 apply_slurm=0 no_systemd=0
+kubeconfig=${KUBECONFIG:-/root/.kube/config}
+nas_root=""
+python=${PYTHON:-/usr/bin/python3}
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --uninstall) uninstall=1 ;;
+    --apply-slurm-conf) apply_slurm=1 ;;
+    --no-systemd) no_systemd=1 ;;   # for hosts without systemd (the sandbox, containers)
+    --kubeconfig) kubeconfig=$2; shift ;;
+    --nas-root) nas_root=$2; shift ;;
+    --prefix) PREFIX=$2; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+say() { printf '%s\n' "$*"; }
+run() {  # print, and run unless --dry-run
+  say "+ $*"
+  [ "$dry_run" = 1 ] || "$@"
+}
+record() { [ "$dry_run" = 1 ] || { mkdir -p "$STATE"; grep -qxF "$1" "$MANIFEST" 2>/dev/null || echo "$1" >> "$MANIFEST"; }; }
+
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root (it installs under $PREFIX and /etc)" >&2; exit 1; }
+
+if [ "$uninstall" = 1 ]; then
+  if [ ! -f "$MANIFEST" ]; then say "nothing to uninstall ($MANIFEST not found)"; exit 0; fi
+  if [ "$no_systemd" = 0 ] && command -v systemctl >/dev/null && systemctl list-unit-files skbridge-watcher.service >/dev/null 2>&1; then
+    run systemctl disable --now skbridge-watcher.service || true
+  fi
+  # Newest first, so files go before the folders that hold them.
+  tac "$MANIFEST" | while read -r path; do
+    if [ -d "$path" ] && [ ! -L "$path" ]; then
+      run rmdir --ignore-fail-on-non-empty "$path"
+    elif [ -e "$path" ] || [ -L "$path" ]; then
+      run rm -f "$path"
+    fi
+  done
+  [ "$dry_run" = 1 ] || rm -f "$MANIFEST"
+  [ "$dry_run" = 1 ] || rmdir --ignore-fail-on-non-empty "$STATE" 2>/dev/null || true
+  if [ -f "$ETC/config.yaml" ]; then say "kept your config $ETC/config.yaml (remove it by hand if you want)"; fi
+  say "uninstalled; Slurm's own config was not changed: remove the bridge lines from $SLURM_CONF yourself."
+  exit 0
+fi
+
+# --- 1. the package, in its own virtualenv --------------------------------------------------
+[ -x "$python" ] || { echo "install.sh: $python not found (apt-get install python3 python3-venv)" >&2; exit 1; }
+if [ ! -x "$PREFIX/venv/bin/python" ]; then
+  run mkdir -p "$PREFIX"
+  record "$PREFIX"
+  run "$python" -m venv "$PREFIX/venv"
+  record "$PREFIX/venv"
+fi
+run "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
+run "$PREFIX/venv/bin/pip" install --quiet "$SRC"
+# Fixed absolute paths: Slurm gives hooks no PATH.
+run mkdir -p "$PREFIX/bin"
+record "$PREFIX/bin"
+for tool in skbridge skbridge-prolog-slurmctld skbridge-epilog-slurmctld; do
+  run ln -sfn "$PREFIX/venv/bin/$tool" "$PREFIX/bin/$tool"
+  record "$PREFIX/bin/$tool"
+done
+run mkdir -p "$PREFIX/share/deploy"
+record "$PREFIX/share"
+record "$PREFIX/share/deploy"
+run cp -r "$SRC/deploy/." "$PREFIX/share/deploy/"
+run cp "$SRC/pod-template.yaml" "$SRC/slurm.conf.example" "$SRC/gres.conf.example" "$SRC/README.md" "$PREFIX/share/"
+for f in pod-template.yaml slurm.conf.example gres.conf.example README.md; do record "$PREFIX/share/$f"; done
+[ -e /usr/local/bin/skbridge ] || { run ln -s "$PREFIX/bin/skbridge" /usr/local/bin/skbridge; record /usr/local/bin/skbridge; }
+
+# --- 2. configuration (never overwritten) ---------------------------------------------------
+run mkdir -p "$ETC" /var/log/slurm-k8s-bridge "$STATE"
+record "$ETC"; record /var/log/slurm-k8s-bridge
+if [ ! -f "$ETC/config.yaml" ]; then
+  if [ "$dry_run" = 1 ]; then
+    say "+ write $ETC/config.yaml (commented defaults)"
+  else
+    "$PREFIX/bin/skbridge" config example ${nas_root:+--nas-root "$nas_root"} > "$ETC/config.yaml"
+    chmod 0644 "$ETC/config.yaml"
+    say "wrote $ETC/config.yaml: review it (NAS root, registries, limits)"
+  fi
+else
+  say "kept existing $ETC/config.yaml"
+fi
+
+# --- 3. NAS folders with the right modes ------------------------------------------------------
+run "$PREFIX/bin/skbridge" install nas-layout
+
+# --- 4. Kubernetes: namespace, the bridge's ServiceAccount + RBAC, the hooks' kubeconfig -----
+if [ -f "$kubeconfig" ]; then
+  run "$PREFIX/bin/skbridge" install kubernetes --admin-kubeconfig "$kubeconfig" --manifests "$PREFIX/share/deploy/kubernetes" \
+      --write-kubeconfig "$ETC/kubeconfig"
+  record "$ETC/kubeconfig"
+else
+  say "no admin kubeconfig at $kubeconfig: skipped the Kubernetes side (rerun with --kubeconfig FILE)"
+fi
+
+# --- 5. Slurm: job_submit.lua next to slurm.conf, and the lines slurm.conf needs ----------
+slurm_dir=$(dirname "$SLURM_CONF")
+lua_target="$slurm_dir/job_submit.lua"
+if [ -f "$lua_target" ] && ! grep -q "slurm-k8s-bridge" "$lua_target"; then
+  say "WARNING: $lua_target exists and is not ours; not replaced. Merge deploy/slurm/job_submit.lua into it."
+else
+  if [ "$dry_run" = 1 ]; then say "+ install $lua_target"; else
+    sed "s|^local SKBRIDGE = .*|local SKBRIDGE = \"$PREFIX/bin/skbridge\"|" "$SRC/deploy/slurm/job_submit.lua" > "$lua_target"
+    chmod 0644 "$lua_target"
+  fi
+  record "$lua_target"
+fi
+if [ "$apply_slurm" = 1 ]; then
+  run "$PREFIX/bin/skbridge" install slurm-conf --slurm-conf "$SLURM_CONF" --apply
+else
+  "$PREFIX/bin/skbridge" install slurm-conf --slurm-conf "$SLURM_CONF" || true
+fi
+
+# --- 6. the watcher service ------------------------------------------------------------------
+if [ "$no_systemd" = 0 ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  run install -m 0644 "$SRC/systemd/skbridge-watcher.service" "$UNIT_DIR/skbridge-watcher.service"
+  record "$UNIT_DIR/skbridge-watcher.service"
+  run systemctl daemon-reload
+  run systemctl enable --now skbridge-watcher.service
+else
+  say "systemd not running here: start the watcher yourself with: $PREFIX/bin/skbridge watch"
+fi
+
+say ""
+say "Installed. Next: review $ETC/config.yaml, then run: skbridge test-suite"
