@@ -83,6 +83,8 @@ class SlurmSettings(_Section):
     partition: str | None = Field(default=None, description="Partition for jobs that name none; None = Slurm's default")
     skbridge_path: Path = Field(default=Path("/opt/slurm-k8s-bridge/bin/skbridge"),
                                 description="Absolute path of skbridge on every node; the launcher line runs it")
+    attach_config_path: Path | None = Field(
+        default=None, description="Config file the launcher line hands to `skbridge attach`; None = its default path")
 
     def env(self) -> dict[str, str]:
         env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}

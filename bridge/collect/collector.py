@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.collect.results import read_status, write_file_as
+from bridge.collect.results import read_status, write_atomic, write_file_as
 from bridge.kubernetes.client import Kube, KubeError
 from bridge.kubernetes.objects import object_path
 from bridge.kubernetes.render import HOME_MOUNT_PATH
@@ -101,10 +101,8 @@ def _walk_regular_files(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def copy_results(
-    source: Path, dest: Path, uid: int, gid: int, *, limit_bytes: int = MAX_RESULTS_BYTES
-) -> tuple[list[str], list[str]]:
-    """Copy regular files under `source` into `dest`, as the user; returns (files, notes)."""
+def copy_results(source: Path, dest: Path, *, limit_bytes: int = MAX_RESULTS_BYTES) -> tuple[list[str], list[str]]:
+    """Copy regular files under `source` into `dest`; returns (files, notes). Run as the user."""
     copied: list[str] = []
     notes: list[str] = []
     try:
@@ -118,16 +116,10 @@ def copy_results(
         relative = path.relative_to(source)
         target = dest / relative
         st = path.lstat()
-        if st.st_uid != uid:
-            notes.append(f"skipped {relative}: not owned by the job's user")
-            continue
         if total + st.st_size > limit_bytes:
             notes.append(f"stopped at {relative}: results exceed {limit_bytes // 2**30} GiB")
             break
-        for parent in reversed([p for p in target.parents if dest in p.parents or p == dest]):
-            if not parent.is_dir():
-                parent.mkdir(mode=0o750)
-                os.chown(parent, uid, gid)
+        target.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         try:
             existing = target.lstat()
             if existing.st_size == st.st_size and existing.st_mtime_ns == st.st_mtime_ns:
@@ -136,20 +128,20 @@ def copy_results(
                 continue
         except FileNotFoundError:
             pass
-        _copy_file(path, target, uid, gid, st.st_mtime_ns)
+        _copy_file(path, target, st.st_mtime_ns)
         copied.append(str(relative))
         total += st.st_size
     return copied, notes
 
 
-def _copy_file(source: Path, target: Path, uid: int, gid: int, mtime_ns: int) -> None:
+def _copy_file(source: Path, target: Path, mtime_ns: int) -> None:
     src_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     tmp = target.with_name(f".{target.name}.tmp")
-    dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+    tmp.unlink(missing_ok=True)
+    dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
         while chunk := os.read(src_fd, _CHUNK):
             os.write(dst_fd, chunk)
-        os.fchown(dst_fd, uid, gid)
     finally:
         os.close(src_fd)
         os.close(dst_fd)
@@ -157,19 +149,19 @@ def _copy_file(source: Path, target: Path, uid: int, gid: int, mtime_ns: int) ->
     tmp.replace(target)
 
 
-def write_checksums(job_dir: Path, uid: int, gid: int) -> list[str]:
-    """SHA256SUMS over every file collected (sha256sum -c compatible)."""
+def write_checksums(job_dir: Path) -> list[str]:
+    """SHA256SUMS over every file collected (sha256sum -c compatible). Run as the user."""
     lines = []
     for path in _walk_regular_files(job_dir):
         relative = path.relative_to(job_dir).as_posix()
-        if relative == SUMS_FILE or path.name.startswith("."):
+        if relative == SUMS_FILE or any(part.startswith(".") for part in path.relative_to(job_dir).parts):
             continue
         digest = hashlib.sha256()
         with path.open("rb") as handle:
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
         lines.append(f"{digest.hexdigest()}  {relative}")
-    write_file_as(job_dir / SUMS_FILE, ("\n".join(lines) + "\n").encode("utf-8"), uid, gid)
+    write_atomic(job_dir / SUMS_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
     return lines
 
 

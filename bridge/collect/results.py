@@ -1,56 +1,121 @@
-"""The job's results folder on the NAS, results/<user>/<jobid>/, owned by the user."""
+"""The job's results folder on the NAS, results/<user>/<jobid>/, owned by the user.
+
+Everything below results/<user>/ is the user's to change, so root never writes there:
+each write runs in a short-lived child process with the user's uid and gid. A symlink or
+hard link planted by the user can then reach only what the user could reach anyway.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from bridge.errors import PermanentError
 from bridge.settings import NasSettings
 
 STATUS_FILE = "bridge-status.json"
+T = TypeVar("T")
 
 
 def results_dir(nas: NasSettings, user: str, job_id: str) -> Path:
     return nas.results_root / user / job_id
 
 
+def run_as_user(uid: int, gid: int, work: Callable[[], T]) -> T:
+    """Run `work` with the user's identity in a forked child; its JSON-able result comes back."""
+    if os.geteuid() == uid:
+        return work()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to the user for good, do the work, report, exit
+        code = 0
+        try:
+            os.close(read_fd)
+            os.setgroups([gid])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            os.umask(0o027)
+            payload = json.dumps({"ok": work()}).encode("utf-8")
+        except BaseException as exc:
+            payload, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode("utf-8"), 1
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(write_fd, view):]
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    with os.fdopen(read_fd, "rb") as reader:
+        while chunk := reader.read(1 << 16):
+            chunks.append(chunk)
+    os.waitpid(pid, 0)
+    try:
+        answer = json.loads(b"".join(chunks) or b"{}")
+    except ValueError as exc:
+        raise PermanentError(f"work as uid {uid} returned garbage") from exc
+    if "ok" not in answer:
+        raise PermanentError(f"as uid {uid}: {answer.get('error', 'the child process died')}")
+    return answer["ok"]  # type: ignore[no-any-return]
+
+
 def ensure_results_dir(nas: NasSettings, user: str, uid: int, gid: int, job_id: str) -> Path:
+    """results/<user>/ is made by root (results/ is root's); the job folder by the user."""
     user_dir = nas.results_root / user
+    try:
+        info = os.lstat(user_dir)
+    except FileNotFoundError:
+        os.mkdir(user_dir, 0o750)
+        os.lchown(user_dir, uid, gid)
+        info = os.lstat(user_dir)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+        raise PermanentError(f"{user_dir} is not a folder owned by {user}; an administrator must fix it")
     job_dir = user_dir / job_id
-    for directory in (user_dir, job_dir):
-        if not directory.is_dir():
-            directory.mkdir(mode=0o750, exist_ok=True)
-            os.chown(directory, uid, gid)
+
+    def make() -> None:
+        job_dir.mkdir(mode=0o750, exist_ok=True)
+
+    run_as_user(uid, gid, make)
     return job_dir
 
 
-def write_file_as(path: Path, data: bytes, uid: int, gid: int, mode: int = 0o640) -> None:
-    """Write atomically and hand the file to the user."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data)
-        os.fchown(fd, uid, gid)
         os.fsync(fd)
     finally:
         os.close(fd)
     tmp.replace(path)
 
 
-def record_status(job_dir: Path, uid: int, gid: int, *, state: str, reason: str, attempt: int) -> None:
+def write_file_as(path: Path, data: bytes, uid: int, gid: int, mode: int = 0o640) -> None:
+    """Write atomically, as the user, into the user's folder."""
+    run_as_user(uid, gid, lambda: write_atomic(path, data, mode))
+
+
+def record_status(job_dir: Path, uid: int, gid: int, *, state: str, reason: str, attempt: int,
+                  details: dict[str, Any] | None = None) -> None:
     """Append this attempt's outcome; `attach` reads the last entry to explain a rejection."""
-    path = job_dir / STATUS_FILE
-    history: list[dict[str, Any]] = []
-    try:
-        history = json.loads(path.read_text(encoding="utf-8")).get("attempts", [])
-    except (OSError, ValueError):
-        history = []
-    history.append({"attempt": attempt, "state": state, "reason": reason, "time": int(time.time())})
-    body = {"state": state, "reason": reason, "attempts": history}
-    write_file_as(path, json.dumps(body, indent=2).encode("utf-8") + b"\n", uid, gid)
+
+    def update() -> None:
+        history: list[dict[str, Any]] = []
+        previous = read_status(job_dir) or {}
+        if isinstance(previous.get("attempts"), list):
+            history = previous["attempts"]
+        history.append({"attempt": attempt, "state": state, "reason": reason, "time": int(time.time()),
+                        **(details or {})})
+        body = {"state": state, "reason": reason, "attempts": history}
+        write_atomic(job_dir / STATUS_FILE, json.dumps(body, indent=2).encode("utf-8") + b"\n")
+
+    run_as_user(uid, gid, update)
 
 
 def read_status(job_dir: Path) -> dict[str, Any] | None:
@@ -59,3 +124,7 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def remove_file_as(path: Path, uid: int, gid: int) -> None:
+    run_as_user(uid, gid, lambda: path.unlink(missing_ok=True))

@@ -34,17 +34,55 @@ def _say(out: BinaryIO, text: str) -> None:
     out.flush()
 
 
-def _follow_log(kube: Kube, namespace: str, pod: str, out: BinaryIO, stop: threading.Event) -> None:
+class _LogCopy:
+    """Copies the Pod's log to stdout and counts the bytes, so the tail can be completed exactly."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.written = 0
+        self.stopped = False
+        self.lock = threading.Lock()
+
+    def write(self, chunk: bytes) -> bool:
+        with self.lock:
+            if self.stopped:
+                return False
+            self.out.write(chunk)
+            self.out.flush()
+            self.written += len(chunk)
+            return True
+
+    def stop(self) -> int:
+        with self.lock:
+            self.stopped = True
+            return self.written
+
+
+def _follow_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy) -> None:
     path = object_path("Pod", pod, namespace) + "/log"
     try:
         for chunk in kube.stream_lines(path, query={"container": "job", "follow": "true"}, read_timeout_s=3600 * 24):
-            out.write(chunk)
-            out.flush()
-            if stop.is_set():
+            if not copy.write(chunk):
                 return
     except BridgeError as exc:
-        if not stop.is_set():
-            _say(out, f"log stream ended: {exc}")
+        if copy.write(b""):
+            _say(copy.out, f"log stream ended: {exc}")
+
+
+def _finish_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy, follower: threading.Thread) -> None:
+    """After the Pod ended: a kubelet closes the stream by itself; otherwise fetch the rest once."""
+    follower.join(timeout=1.0)
+    written = copy.stop()
+    if not follower.is_alive():
+        return
+    try:
+        full = kube.request_text("GET", object_path("Pod", pod, namespace) + "/log", query={"container": "job"})
+    except BridgeError:
+        return
+    rest = full.encode("utf-8")[written:]
+    if rest:
+        copy.out.write(rest)
+        copy.out.flush()
 
 
 def _exit_code(pod: dict[str, Any]) -> int:
@@ -91,12 +129,11 @@ def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, o
     pod = ObjectNames.for_attempt(job_id, restart_count).pod
     namespace = settings.kubernetes.namespace
     kube = load_client(kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
-    stop = threading.Event()
-    follower = threading.Thread(target=_follow_log, args=(kube, namespace, pod, out, stop), daemon=True)
+    copy = _LogCopy(out)
+    follower = threading.Thread(target=_follow_log, args=(kube, namespace, pod, copy), daemon=True)
     follower.start()
     final = _wait_terminal(kube, namespace, pod)
-    follower.join(timeout=5)  # a real kubelet closes the stream when the container exits
-    stop.set()
+    _finish_log(kube, namespace, pod, copy, follower)
     if final is None:
         _say(out, f"Pod {pod} disappeared before it finished")
         return EXIT_LOST

@@ -21,12 +21,12 @@ from bridge.collect.collector import (
     host_path_of,
     write_checksums,
 )
-from bridge.collect.results import ensure_results_dir, read_status, write_file_as
+from bridge.collect.results import ensure_results_dir, read_status, remove_file_as, run_as_user, write_file_as
 from bridge.errors import BridgeError
 from bridge.hooks.prolog import is_bridge_script
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
-from bridge.kubernetes.access import access_selector
+from bridge.kubernetes.access import ATTACH_KUBECONFIG, access_selector
 from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import ObjectRef, attempt_selector, delete_objects, list_job_objects, wait_gone
 from bridge.kubernetes.render import ObjectNames
@@ -66,10 +66,12 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
     structlog.contextvars.bind_contextvars(user=allocation.user)
     uid, gid = allocation.uid, allocation.gid
     job_dir = ensure_results_dir(settings.nas, allocation.user, uid, gid, allocation.job_id)
-    names = ObjectNames.for_attempt(allocation.job_id, allocation.restart_count)
-    structlog.contextvars.bind_contextvars(pod=names.pod)
+    # The Pod of the attempt that ran: a requeued job's restart count has moved on already.
+    pod_name = last_run(read_status(job_dir) or {}).get("pod") or \
+        ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod
+    structlog.contextvars.bind_contextvars(pod=pod_name)
     try:
-        collected = collect_pod(kube, settings.kubernetes.namespace, names.pod, job_dir, uid, gid)
+        collected = collect_pod(kube, settings.kubernetes.namespace, str(pod_name), job_dir, uid, gid)
     except BridgeError as exc:
         collected = Collected(notes=[f"Kubernetes unavailable while collecting: {exc}"])
     spec, _problems = parse_job_text(script, settings.policy, settings.nas, owner=allocation.user) if script else (None, [])
@@ -78,12 +80,13 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
         if host is None:
             collected.notes.append(f"#K8S_RESULTS={spec.results} is not under the NAS mount; nothing copied")
         else:
-            files, notes = copy_results(host, job_dir / RESULTS_SUBDIR, uid, gid)
+            files, notes = run_as_user(uid, gid, lambda: copy_results(host, job_dir / RESULTS_SUBDIR))
             collected.files += [f"{RESULTS_SUBDIR}/{name}" for name in files]
             collected.notes += notes
     summary = build_summary(settings, allocation, spec, collected, job_dir)
     write_file_as(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n", uid, gid)
-    sums = write_checksums(job_dir, uid, gid)
+    remove_file_as(job_dir / ATTACH_KUBECONFIG, uid, gid)  # the Pod is going: so is the credential
+    sums = run_as_user(uid, gid, lambda: write_checksums(job_dir))
     log.info("collected", results_dir=str(job_dir), files=len(sums), exit_code=collected.exit_code, notes=collected.notes)
 
 
@@ -93,28 +96,42 @@ def build_summary(
     node = allocation.nodes[0] if allocation.nodes else None
     status = read_status(job_dir) or {}
     pod_status = (collected.pod or {}).get("status") or {}
+    # What the prolog saw at allocation time: Slurm drops GPU indices once the job ends.
+    ran = last_run(status)
+    state = status.get("state")
+    if state == "running":
+        state = "completed" if collected.exit_code == 0 else "failed" if collected.exit_code is not None else "lost"
     return {
         "job_id": allocation.job_id,
         "job_name": allocation.name,
         "user": allocation.user,
         "image": getattr(spec, "image", None),
-        "node": node.node if node else None,
-        "kubernetes_node": settings.kubernetes.kube_node(node.node) if node else None,
-        "cpus": node.cpus if node else None,
-        "memory_mib": node.memory_mib if node else None,
-        "gpus": {"count": node.gpus, "type": node.gpu_type, "indices": list(node.gpu_indices)} if node else None,
+        "node": ran.get("node") or (node.node if node else None),
+        "kubernetes_node": settings.kubernetes.kube_node(str(ran.get("node") or (node.node if node else ""))) or None,
+        "cpus": ran.get("cpus", node.cpus if node else None),
+        "memory_mib": ran.get("memory_mib", node.memory_mib if node else None),
+        "gpus": {"count": ran.get("gpus", node.gpus if node else 0), "type": ran.get("gpu_type"),
+                 "indices": ran.get("gpu_indices", [])},
         "submit_time": _iso(allocation.submit_time),
         "start_time": _iso(allocation.start_time),
         "end_time": _iso(int(time.time())),
         "pod_phase": collected.pod_phase,
         "pod_start_time": pod_status.get("startTime"),
         "exit_code": collected.exit_code,
-        "state": status.get("state"),
+        "state": state,
         "reason": status.get("reason") or None,
         "attempts": attempts_of(job_dir),
         "restart_count": allocation.restart_count,
         "notes": collected.notes,
     }
+
+
+def last_run(status: dict[str, Any]) -> dict[str, Any]:
+    """The prolog's record of the last attempt that reached a Ready Pod, or {}."""
+    for attempt in reversed(status.get("attempts") or []):
+        if isinstance(attempt, dict) and attempt.get("state") == "running":
+            return attempt
+    return {}
 
 
 def teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:

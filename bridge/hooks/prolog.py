@@ -20,7 +20,7 @@ from bridge.collect.results import ensure_results_dir, record_status, write_file
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
-from bridge.kubernetes.access import access_selector, grant_attach_access
+from bridge.kubernetes.access import access_selector, ensure_attach_identity, issue_attach_token
 from bridge.kubernetes.client import Kube, KubeRejected, load_client
 from bridge.kubernetes.objects import (
     Made,
@@ -133,12 +133,13 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         return requeue(f"Kubernetes API unavailable: {exc}")
     made: list[Made] = []
     try:
+        ensure_attach_identity(kube, kube_settings.namespace, allocation, rendered.names.pod)
         create_objects(kube, rendered, kube_settings.namespace, made)
         log.debug("objects ready", created=[str(m.ref) for m in made if m.created],
                   reused=[str(m.ref) for m in made if not m.created])
         timings.mark("kube_create")
         pod = next(m.obj for m in made if m.ref.kind == "Pod")
-        grant_attach_access(kube, kube_settings.namespace, allocation, pod, job_dir)
+        issue_attach_token(kube, kube_settings.namespace, allocation, pod, job_dir)
         timings.mark("kube_access")
         verdict = wait_pod_ready(kube, kube_settings.namespace, rendered.names.pod,
                                  timeout_s=kube_settings.pod_ready_timeout_s,
@@ -157,7 +158,11 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     if not verdict.ready:
         _cleanup(kube, settings, allocation, made)
         return reject(verdict.reason) if verdict.permanent else requeue(verdict.reason)
-    record_status(job_dir, allocation.uid, allocation.gid, state="running", reason="", attempt=allocation.restart_count)
+    node = allocation.node
+    record_status(job_dir, allocation.uid, allocation.gid, state="running", reason="", attempt=allocation.restart_count,
+                  details={"pod": rendered.names.pod, "node": node.node, "cpus": node.cpus,
+                           "memory_mib": node.memory_mib, "gpus": node.gpus, "gpu_type": node.gpu_type,
+                           "gpu_indices": list(node.gpu_indices)})
     # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
     write_file_as(job_dir / "manifest.yaml", rendered.manifest_yaml.encode("utf-8"), allocation.uid, allocation.gid)
     return EXIT_OK

@@ -15,8 +15,25 @@ from pathlib import Path
 LAUNCHER_MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
 
 
-def launcher_line(skbridge_path: Path) -> str:
-    return f"exec {shlex.quote(str(skbridge_path))} attach  {LAUNCHER_MARKER}"
+def launcher_line(skbridge_path: Path, config_path: Path | None = None) -> str:
+    config = f" --config {shlex.quote(str(config_path))}" if config_path is not None else ""
+    return f"exec {shlex.quote(str(skbridge_path))} attach{config}  {LAUNCHER_MARKER}"
+
+
+_LUA_SKBRIDGE = 'local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"'
+_LUA_CONFIG = 'local SKBRIDGE_CONFIG = ""'
+
+
+def render_job_submit_lua(template: str, skbridge_path: Path, config_path: Path | None = None) -> str:
+    """deploy/slurm/job_submit.lua with this installation's paths (sandbox and install.sh use it)."""
+    if _LUA_SKBRIDGE not in template or _LUA_CONFIG not in template:
+        raise ValueError("job_submit.lua lacks the SKBRIDGE / SKBRIDGE_CONFIG lines to fill in")
+
+    def lua_string(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    text = template.replace(_LUA_SKBRIDGE, f"local SKBRIDGE = {lua_string(str(skbridge_path))}")
+    return text.replace(_LUA_CONFIG, f"local SKBRIDGE_CONFIG = {lua_string(str(config_path or ''))}")
 
 
 def _header_end(lines: list[str]) -> int:
@@ -34,7 +51,7 @@ def has_launcher(text: str) -> bool:
     return any(line.rstrip().endswith(LAUNCHER_MARKER) for line in text.split("\n"))
 
 
-def insert_launcher(text: str, skbridge_path: Path) -> str:
+def insert_launcher(text: str, skbridge_path: Path, config_path: Path | None = None) -> str:
     """Insert the launcher line after the header; idempotent."""
     if has_launcher(text):
         return text
@@ -42,7 +59,7 @@ def insert_launcher(text: str, skbridge_path: Path) -> str:
     at = _header_end(lines)
     if at == len(lines) and lines and lines[-1] == "":
         at -= 1  # keep the file's final newline last
-    lines.insert(at, launcher_line(skbridge_path))
+    lines.insert(at, launcher_line(skbridge_path, config_path))
     return "\n".join(lines)
 
 

@@ -168,7 +168,7 @@ class Ingestor:
         errors = [p for p in text_problems if p.severity == "error"]
         if errors or spec is None:
             return self._reject(entry, text_problems, uid=owner.uid)
-        script = insert_launcher(text, settings.slurm.skbridge_path).encode("utf-8")
+        script = insert_launcher(text, settings.slurm.skbridge_path, settings.slurm.attach_config_path).encode("utf-8")
         given = {option.name for option in spec.sbatch_options}
         defaults = {"job-name": os.fsdecode(entry.name)}
         if settings.slurm.partition:

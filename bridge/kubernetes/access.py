@@ -14,7 +14,7 @@ from typing import Any
 from bridge.collect.results import write_file_as
 from bridge.kubernetes.client import Kube, KubeError
 from bridge.kubernetes.kubeconfig import render_kubeconfig
-from bridge.kubernetes.render import LABEL_MANAGED_BY, MANAGED_BY
+from bridge.kubernetes.render import LABEL_MANAGED_BY, MANAGED_BY, ObjectNames
 from bridge.slurm.jobinfo import JobAllocation
 
 LABEL_ACCESS_FOR_JOB = "skbridge.io/access-for-job"
@@ -27,7 +27,7 @@ def access_selector(job_id: str) -> str:
 
 
 def access_name(pod_name: str) -> str:
-    return f"{pod_name}-attach"
+    return ObjectNames.service_account_for(pod_name)
 
 
 def _create(kube: Kube, path: str, body: dict[str, Any]) -> None:
@@ -38,14 +38,8 @@ def _create(kube: Kube, path: str, body: dict[str, Any]) -> None:
             raise
 
 
-def grant_attach_access(
-    kube: Kube,
-    namespace: str,
-    allocation: JobAllocation,
-    pod: dict[str, Any],
-    job_dir: Path,
-) -> Path:
-    pod_name = pod["metadata"]["name"]
+def ensure_attach_identity(kube: Kube, namespace: str, allocation: JobAllocation, pod_name: str) -> None:
+    """The attempt's ServiceAccount and its Role on the one Pod; made before the Pod, which runs as it."""
     name = access_name(pod_name)
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ACCESS_FOR_JOB: allocation.job_id,
               "slurm.job-id": allocation.job_id, "slurm.restart-count": str(allocation.restart_count)}
@@ -65,6 +59,18 @@ def grant_attach_access(
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
     })
+
+
+def issue_attach_token(
+    kube: Kube,
+    namespace: str,
+    allocation: JobAllocation,
+    pod: dict[str, Any],
+    job_dir: Path,
+) -> Path:
+    """A token bound to the Pod object (it stops working when the Pod is deleted), written for the user only."""
+    pod_name = pod["metadata"]["name"]
+    name = access_name(pod_name)
     lifetime_s = max(_MIN_TOKEN_S, (allocation.time_limit_minutes or 7 * 24 * 60) * 60 + 3600)
     answer = kube.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", body={
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",

@@ -72,11 +72,21 @@ class Made:
     obj: dict[str, Any]
 
 
-def create_objects(kube: Kube, rendered: RenderedJob, namespace: str, made: list[Made]) -> None:
+def create_objects(kube: Kube, rendered: RenderedJob, namespace: str, made: list[Made], *,
+                   bind_timeout_s: float = 30.0) -> None:
     """Create every object in order, appending to `made` as it goes (so a failure midway
-    still knows what to remove). Identical leftovers of an earlier run are reused."""
+    still knows what to remove). Identical leftovers of an earlier run are reused.
+
+    The Pod is created only once its claims are bound: a Pod that meets an unbound claim is
+    marked Unschedulable and sits in the scheduler's back-off for seconds.
+    """
     for obj in rendered.objects:
         ref = ref_of(obj, namespace)
+        if ref.kind == "Pod":
+            claims = [m.ref.name for m in made if m.ref.kind == "PersistentVolumeClaim"]
+            labels = obj["metadata"]["labels"]
+            selector = attempt_selector(labels[LABEL_JOB_ID], int(labels[LABEL_RESTART]))
+            wait_claims_bound(kube, namespace, claims, selector=selector, timeout_s=bind_timeout_s)
         try:
             made.append(Made(ref, True, kube.request("POST", collection_path(ref.kind, ref.namespace), body=obj)))
             continue
@@ -91,6 +101,36 @@ def create_objects(kube: Kube, rendered: RenderedJob, namespace: str, made: list
             continue
         raise TemporaryError(f"{ref} exists with a different spec (hash {found}, want {wanted}); "
                              "it will be replaced once the old one is removed")
+
+
+def wait_claims_bound(kube: Kube, namespace: str, names: list[str], *, selector: str, timeout_s: float) -> None:
+    """Follow the claims by watch until every one is Bound."""
+    if not names:
+        return
+    deadline = time.monotonic() + timeout_s
+    path = collection_path("PersistentVolumeClaim", namespace)
+    wanted = set(names)
+    while True:
+        listing = kube.request("GET", path, query={"labelSelector": selector})
+        phases = {item["metadata"]["name"]: (item.get("status") or {}).get("phase")
+                  for item in listing.get("items") or [] if item["metadata"]["name"] in wanted}
+        missing = wanted - set(phases)
+        if missing:
+            raise PermanentError(f"claims vanished while binding: {', '.join(sorted(missing))}")
+        if all(phase == "Bound" for phase in phases.values()):
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            waiting = sorted(name for name, phase in phases.items() if phase != "Bound")
+            raise TemporaryError(f"volume claims not bound after {timeout_s:.0f}s: {', '.join(waiting)}")
+        version = listing["metadata"]["resourceVersion"]
+        for event in kube.watch(path, query={"resourceVersion": version, "labelSelector": selector},
+                                timeout_s=max(1.0, remaining)):
+            obj = event.get("object") or {}
+            name = (obj.get("metadata") or {}).get("name")
+            if obj.get("kind") != "PersistentVolumeClaim" or (
+                    name in wanted and (obj.get("status") or {}).get("phase") == "Bound"):
+                break  # re-list: one more bound (or the watch expired)
 
 
 def attempt_selector(job_id: str, restart_count: int | None = None) -> str:

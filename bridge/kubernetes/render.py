@@ -69,6 +69,15 @@ class ObjectNames:
         base = f"skb-{job_id}-r{restart_count}"
         return cls(pod=base, configmap=base, home_claim=f"{base}-home")
 
+    @property
+    def service_account(self) -> str:
+        return self.service_account_for(self.pod)
+
+    @staticmethod
+    def service_account_for(pod: str) -> str:
+        """The Pod runs as this per-attempt account; `attach` holds a token of it bound to the Pod."""
+        return f"{pod}-attach"
+
     def volume_claim(self, volume: str) -> str:
         return f"{self.pod}-vol-{volume}"
 
@@ -165,7 +174,8 @@ def render_job(
         },
         "spec": {"image": spec.image, "workdir": spec.workdir, "env": [list(pair) for pair in spec.env],
                  "shm": spec.shm, "results": spec.results, "mounts": mounts},
-        "names": {"pod": names.pod, "configmap": names.configmap, "home_claim": names.home_claim},
+        "names": {"pod": names.pod, "configmap": names.configmap, "home_claim": names.home_claim,
+                  "service_account": names.service_account},
         "labels": bridge_labels(allocation),
         "claims": claims,
         "script": script,

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from bridge.ingest.launcher import render_job_submit_lua
 from bridge.ingest.layout import ensure_nas_layout
 from bridge.resources import resource_path
 from bridge.sandbox import k8s_build, kube_cluster, slurm_cluster
@@ -42,7 +43,8 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
             "root": str(layout.nas_dir),
             "shared_volumes": {"datasets": {"path": "shared/datasets", "read_only": True}},
         },
-        "slurm": {"conf_path": str(layout.slurm_conf), "skbridge_path": str(skbridge_bin())},
+        "slurm": {"conf_path": str(layout.slurm_conf), "skbridge_path": str(skbridge_bin()),
+                  "attach_config_path": str(layout.bridge_config)},
         "kubernetes": {
             "kubeconfig": str(layout.bridge_kubeconfig),
             "pod_template": str(resource_path("deploy/sandbox/sandbox-pod-template.yaml")),
@@ -81,9 +83,8 @@ def _write_hook_wrappers(layout: SandboxLayout) -> dict[str, str]:
                            f"exec {shlex.quote(str(skbridge_bin(entry)))}\n", encoding="utf-8")
         wrapper.chmod(0o755)
         hooks[key] = str(wrapper)
-    lua = resource_path("deploy/slurm/job_submit.lua").read_text(encoding="utf-8")
-    lua = lua.replace('local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"',
-                      f'local SKBRIDGE = "{skbridge_bin()}"')
+    lua = render_job_submit_lua(resource_path("deploy/slurm/job_submit.lua").read_text(encoding="utf-8"),
+                                skbridge_bin(), layout.bridge_config)
     (layout.slurm_dir / "job_submit.lua").write_text(lua, encoding="utf-8")
     hooks["JobSubmitPlugins"] = "lua"
     return hooks

@@ -11,8 +11,10 @@ Validation happens in the prolog, whose reasons reach the job's output file.
 Install as job_submit.lua next to slurm.conf, with JobSubmitPlugins=lua.
 --]]
 
--- install.sh rewrites this line to the installed path of skbridge.
+-- install.sh (and the sandbox) rewrite these two lines: the installed skbridge, and the
+-- config file `skbridge attach` reads ("" = its default, /etc/slurm-k8s-bridge/config.yaml).
 local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"
+local SKBRIDGE_CONFIG = ""
 local MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
 
 -- Same result as Python's shlex.quote.
@@ -75,7 +77,11 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 	if at == #lines + 1 and lines[#lines] == "" then
 		at = #lines -- keep the file's final newline last
 	end
-	table.insert(lines, at, "exec " .. shell_quote(SKBRIDGE) .. " attach  " .. MARKER)
+	local config = ""
+	if SKBRIDGE_CONFIG ~= "" then
+		config = " --config " .. shell_quote(SKBRIDGE_CONFIG)
+	end
+	table.insert(lines, at, "exec " .. shell_quote(SKBRIDGE) .. " attach" .. config .. "  " .. MARKER)
 	job_desc.script = table.concat(lines, "\n")
 	slurm.log_info("slurm-k8s-bridge: launcher added to job from uid %u", submit_uid)
 	return slurm.SUCCESS
