@@ -121,7 +121,9 @@ class IngestSettings(_Section):
     retry_max_s: float = Field(default=300.0, gt=0)
     journal_path: Path = Path("/var/lib/slurm-k8s-bridge/journal.sqlite")
     lock_path: Path = Path("/run/slurm-k8s-bridge/watcher.lock")
-    reaper_interval_s: float = Field(default=60.0, gt=0)
+    reaper_interval_s: float = Field(default=60.0, gt=0, description="How often the reaper looks for leftovers")
+    reaper_grace_s: float = Field(default=300.0, ge=0,
+                                  description="Leave a just-ended job to its epilog this long (> PrologEpilogTimeout)")
 
 
 class PolicySettings(_Section):

@@ -8,6 +8,7 @@ run starts in seconds).
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import time
 import uuid
@@ -55,6 +56,23 @@ def wait_for(check: Callable[[], bool], *, timeout_s: float, what: str, interval
             return
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+TEST_USERS = {"skbalice": 1501, "skbbob": 1502}
+
+
+def ensure_user(name: str, uid: int) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--uid", str(uid), "--create-home", "--shell", "/bin/bash", name], check=True)
+        return pwd.getpwnam(name)
+
+
+@pytest.fixture(scope="session")
+def users() -> dict[str, pwd.struct_passwd]:
+    """Lab users that own job files and run jobs (the bridge refuses root)."""
+    return {name: ensure_user(name, uid) for name, uid in TEST_USERS.items()}
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 
 from bridge import systemd
-from bridge.errors import ConfigError
+from bridge.collect.reaper import reap_once
+from bridge.errors import BridgeError, ConfigError
 from bridge.ingest.detect import InotifyHint, SubmitScanner
 from bridge.ingest.journal import Entry, Journal
 from bridge.ingest.pipeline import Ingestor, Outcome
+from bridge.kubernetes.client import load_client
 from bridge.log import get_logger
 from bridge.settings import Settings
 
@@ -80,6 +82,8 @@ class Watcher:
         hint = InotifyHint(settings.nas.submit_dir, scanner, self._wake)
         pool = ThreadPoolExecutor(max_workers=ingest.max_concurrent_sbatch, thread_name_prefix="sbatch")
         inotify = ingest.use_inotify and hint.start()
+        reaper = threading.Thread(target=self._reap_forever, name="reaper", daemon=True)
+        reaper.start()
         try:
             self._recover(ingestor, pool)
             systemd.notify("READY=1")
@@ -93,6 +97,21 @@ class Watcher:
             journal.close()
             lock.release()
             log.info("stopped")
+
+    def _reap_forever(self) -> None:
+        """Remove what epilogs left behind, every `reaper_interval_s`, until stopped."""
+        settings = self._settings
+        reaper_log = get_logger(component="reaper")
+        kube = None
+        while not self._stop.wait(settings.ingest.reaper_interval_s):
+            try:
+                if kube is None:
+                    kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
+                reap_once(settings, kube, grace_s=settings.ingest.reaper_grace_s)
+            except BridgeError as exc:
+                reaper_log.warning("reaper pass skipped", error=str(exc))
+            except Exception:
+                reaper_log.exception("reaper pass failed")
 
     def _recover(self, ingestor: Ingestor, pool: ThreadPoolExecutor) -> None:
         while not self._stop.is_set():

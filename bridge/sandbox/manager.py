@@ -57,6 +57,9 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
             "lock_path": str(layout.run_dir / "watcher.lock"),
             "poll_interval_s": 0.5,
             "settle_s": 0.5,
+            # Fast enough for the tests to watch it work; a cluster keeps the safe defaults.
+            "reaper_interval_s": 2,
+            "reaper_grace_s": 5,
         },
         "policy": {"allowed_registries": SANDBOX_REGISTRIES},
     }

@@ -21,7 +21,6 @@ from bridge.settings import Settings, load_settings
 from tests.conftest import Sandbox, wait_for
 
 SKBRIDGE = str(Path(sys.executable).parent / "skbridge")
-TEST_USERS = {"skbalice": 1501, "skbbob": 1502}
 TEST_ROOT = Path("/var/tmp/skbridge-tests")
 
 VALID_JOB = """#!/bin/bash
@@ -32,19 +31,6 @@ VALID_JOB = """#!/bin/bash
 #K8S_IMAGE=registry.lab:5000/alpine:3
 echo hello from {name}
 """
-
-
-def ensure_user(name: str, uid: int) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--uid", str(uid), "--create-home", "--shell", "/bin/bash", name], check=True)
-        return pwd.getpwnam(name)
-
-
-@pytest.fixture(scope="session")
-def users() -> dict[str, pwd.struct_passwd]:
-    return {name: ensure_user(name, uid) for name, uid in TEST_USERS.items()}
 
 
 @dataclass

@@ -1,0 +1,158 @@
+"""The reaper: removes bridge objects whose Slurm job has ended, after collecting what is left.
+
+The epilog normally leaves nothing behind. When it could not (killed, deadline hit,
+Kubernetes unreachable at the time), the watcher's reaper finishes the job: it lists every
+bridge-labelled object, asks Slurm which jobs are still alive, and for the others collects
+the Pod's log and status into the results folder (when the epilog did not) and deletes the
+objects. It never acts when Slurm cannot answer, and it leaves a just-ended job to its
+epilog for `grace_s` first.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import pwd
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from bridge.collect.collector import collect_pod, write_checksums
+from bridge.collect.results import ensure_results_dir, run_as_user, write_file_as
+from bridge.errors import BridgeError, TemporaryError
+from bridge.kubernetes.client import Kube
+from bridge.kubernetes.objects import KIND_ORDER, ObjectRef, collection_path, delete_objects, wait_gone
+from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, LABEL_USER, MANAGED_BY
+from bridge.log import get_logger
+from bridge.settings import Settings
+from bridge.slurm.commands import run_slurm
+
+log = get_logger(component="reaper")
+
+ALIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+                          "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"})
+
+
+@dataclass
+class JobObjects:
+    job_id: str
+    user: str | None = None
+    refs: list[ObjectRef] = field(default_factory=list)
+    pods: list[str] = field(default_factory=list)
+    newest_created: float = 0.0
+
+
+@dataclass(frozen=True)
+class SlurmView:
+    """Slurm's jobs as squeue lists them: state, and when a finished one ended."""
+
+    states: dict[str, tuple[str, int]]
+
+    def verdict(self, job_id: str, newest_created: float, now: float, grace_s: float) -> str | None:
+        """Why the job's objects may go, or None to keep them."""
+        state, end_time = self.states.get(job_id, ("", 0))
+        if state in ALIVE_STATES:
+            return None
+        if state:
+            if end_time and now - end_time < grace_s:
+                return None
+            return f"job ended {state}" + (f" {int(now - end_time)}s ago" if end_time else "")
+        if now - newest_created < grace_s:
+            return None
+        return "Slurm no longer knows the job"
+
+
+def slurm_view(settings: Settings) -> SlurmView:
+    result = run_slurm(settings.slurm, ["squeue", "--json", "--all"])
+    try:
+        jobs = json.loads(result.stdout).get("jobs") or []
+    except json.JSONDecodeError as exc:
+        raise TemporaryError(f"squeue --json printed invalid JSON: {exc}") from exc
+    states: dict[str, tuple[str, int]] = {}
+    for job in jobs:
+        raw = job.get("job_state")
+        state = (raw[0] if isinstance(raw, list) and raw else str(raw or "")).upper()
+        end = job.get("end_time")
+        end_time = int(end.get("number", 0)) if isinstance(end, dict) else int(end or 0)
+        states[str(job.get("job_id"))] = (state, end_time if state not in ALIVE_STATES else 0)
+    return SlurmView(states)
+
+
+def _created(item: dict[str, Any]) -> float:
+    stamp = item["metadata"].get("creationTimestamp")
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))) if stamp else 0.0
+
+
+def bridge_objects(kube: Kube, namespace: str) -> dict[str, JobObjects]:
+    jobs: dict[str, JobObjects] = defaultdict(lambda: JobObjects(job_id=""))
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    for kind in KIND_ORDER:
+        namespaced = kind != "PersistentVolume"
+        listing = kube.request("GET", collection_path(kind, namespace if namespaced else None),
+                               query={"labelSelector": selector})
+        for item in listing.get("items") or []:
+            labels = item["metadata"].get("labels") or {}
+            job_id = labels.get(LABEL_JOB_ID)
+            if not job_id:
+                continue
+            group = jobs[job_id]
+            group.job_id = job_id
+            group.user = group.user or labels.get(LABEL_USER)
+            group.refs.append(ObjectRef(kind, item["metadata"]["name"], item["metadata"].get("namespace")))
+            group.newest_created = max(group.newest_created, _created(item))
+            if kind == "Pod":
+                group.pods.append(item["metadata"]["name"])
+    return dict(jobs)
+
+
+def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: str) -> None:
+    """What the epilog would have gathered, if it did not get to it."""
+    if job.user is None or not job.pods:
+        return
+    try:
+        account = pwd.getpwnam(job.user)
+    except KeyError:
+        log.warning("owner unknown on this host; nothing collected", user=job.user)
+        return
+    uid, gid = account.pw_uid, account.pw_gid
+    job_dir = ensure_results_dir(settings.nas, job.user, uid, gid, job.job_id)
+    if (job_dir / "summary.json").exists():
+        return  # the epilog collected; only its teardown was missing
+    pod = sorted(job.pods)[-1]
+    collected = collect_pod(kube, settings.kubernetes.namespace, pod, job_dir, uid, gid)
+    summary = {"job_id": job.job_id, "user": job.user, "pod": pod, "pod_phase": collected.pod_phase,
+               "exit_code": collected.exit_code, "collected_by": "reaper", "reason": reason,
+               "notes": collected.notes}
+    write_file_as(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n", uid, gid)
+    run_as_user(uid, gid, lambda: write_checksums(job_dir))
+    log.info("collected what the epilog left", results_dir=str(job_dir))
+
+
+def reap_once(settings: Settings, kube: Kube, *, grace_s: float, now: float | None = None) -> list[str]:
+    """One pass; returns the job ids whose objects were removed."""
+    found = bridge_objects(kube, settings.kubernetes.namespace)
+    if not found:
+        return []
+    view = slurm_view(settings)  # raises when Slurm cannot answer: then nothing is touched
+    now = time.time() if now is None else now
+    reaped = []
+    for job_id, job in sorted(found.items()):
+        reason = view.verdict(job_id, job.newest_created, now, grace_s)
+        if reason is None:
+            continue
+        with structlog.contextvars.bound_contextvars(job_id=job_id, user=job.user):
+            try:
+                _collect_leftovers(settings, kube, job, reason)
+            except BridgeError as exc:
+                log.warning("collecting failed; removing anyway", error=str(exc))
+            except OSError as exc:
+                log.warning("results folder unwritable; removing anyway", error=str(exc))
+            deleted = delete_objects(kube, job.refs, grace_period_s=0)
+            left = wait_gone(kube, job.refs, timeout_s=10)
+            log.info("reaped", reason=reason, objects=[str(r) for r in deleted],
+                     still_present=[str(r) for r in left] or None)
+            reaped.append(job_id)
+    return reaped
