@@ -56,12 +56,13 @@ class SlurmView:
         state, end_time = self.states.get(job_id, ("", 0))
         if state in ALIVE_STATES:
             return None
-        if state:
-            if end_time and now - end_time < grace_s:
-                return None
-            return f"job ended {state}" + (f" {int(now - end_time)}s ago" if end_time else "")
-        if now - newest_created < grace_s:
+        # The epilog may still be at work: give it `grace_s` after the job's end (or, when
+        # Slurm has no end time, after the newest object appeared).
+        since = end_time or newest_created
+        if now - since < grace_s:
             return None
+        if state:
+            return f"job ended {state} {int(now - since)}s ago"
         return "Slurm no longer knows the job"
 
 
