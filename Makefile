@@ -1,5 +1,5 @@
 # Two entry points, both safe to repeat:
-#   make sandbox   set up and run the local sandbox (Slurm + Kubernetes + the bridge)
+#   make sandbox   set up and run the local sandbox (Slurm + Kubernetes + the bridge), then a sample job
 #   make test      lint, type-check and run the whole test suite against that sandbox
 # Debian's own Python: the batch step runs `skbridge attach` as the job's user, who must be
 # able to execute the venv's interpreter (a pyenv under /root would not do).
@@ -17,6 +17,7 @@ $(BIN)/skbridge: pyproject.toml
 
 sandbox: $(BIN)/skbridge
 	$(BIN)/skbridge sandbox up
+	$(BIN)/skbridge sandbox demo
 
 sandbox-down: $(BIN)/skbridge
 	$(BIN)/skbridge sandbox down

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install slurm-k8s-bridge on a Slurm controller host that can reach the Kubernetes API.
 #
-#   sudo ./install.sh [--dry-run] [--kubeconfig FILE] [--nas-root DIR] [--apply-slurm-conf]
+#   sudo ./install.sh [--dry-run] [--kubeconfig FILE] [--nas-root DIR] [--config FILE] [--apply-slurm-conf]
+#                     [--no-systemd] [--prefix DIR]
 #   sudo ./install.sh --uninstall [--dry-run]
 #
 # Idempotent: running it again changes nothing that is already right. It never overwrites
@@ -20,9 +21,10 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dry_run=0 uninstall=0 apply_slurm=0 no_systemd=0
 kubeconfig=${KUBECONFIG:-/root/.kube/config}
 nas_root=""
+seed_config=""
 python=${PYTHON:-/usr/bin/python3}
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --no-systemd) no_systemd=1 ;;   # for hosts without systemd (the sandbox, containers)
     --kubeconfig) kubeconfig=$2; shift ;;
     --nas-root) nas_root=$2; shift ;;
+    --config) seed_config=$2; shift ;;  # start from this config file when none is installed yet
     --prefix) PREFIX=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -44,6 +47,7 @@ run() {  # print, and run unless --dry-run
   [ "$dry_run" = 1 ] || "$@"
 }
 record() { [ "$dry_run" = 1 ] || { mkdir -p "$STATE"; grep -qxF "$1" "$MANIFEST" 2>/dev/null || echo "$1" >> "$MANIFEST"; }; }
+record_tree() { record "tree:$1"; }  # a folder install.sh fills wholesale (venv, copied manifests)
 
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (it installs under $PREFIX and /etc)" >&2; exit 1; }
 
@@ -54,15 +58,25 @@ if [ "$uninstall" = 1 ]; then
   fi
   # Newest first, so files go before the folders that hold them.
   tac "$MANIFEST" | while read -r path; do
-    if [ -d "$path" ] && [ ! -L "$path" ]; then
+    if [ "${path#tree:}" != "$path" ]; then
+      run rm -rf --one-file-system "${path#tree:}"
+    elif [ -d "$path" ] && [ ! -L "$path" ]; then
       run rmdir --ignore-fail-on-non-empty "$path"
     elif [ -e "$path" ] || [ -L "$path" ]; then
       run rm -f "$path"
     fi
   done
   [ "$dry_run" = 1 ] || rm -f "$MANIFEST"
+  if [ -f "$ETC/config.yaml" ]; then
+    if [ -f "$STATE/config.yaml.sha256" ] && sha256sum --status -c "$STATE/config.yaml.sha256" 2>/dev/null; then
+      run rm -f "$ETC/config.yaml"   # exactly as install.sh wrote it: nobody edited it
+    else
+      say "kept your edited config $ETC/config.yaml (remove it by hand if you want)"
+    fi
+  fi
+  [ "$dry_run" = 1 ] || rm -f "$STATE/config.yaml.sha256"
+  [ "$dry_run" = 1 ] || rmdir --ignore-fail-on-non-empty "$ETC" 2>/dev/null || true
   [ "$dry_run" = 1 ] || rmdir --ignore-fail-on-non-empty "$STATE" 2>/dev/null || true
-  if [ -f "$ETC/config.yaml" ]; then say "kept your config $ETC/config.yaml (remove it by hand if you want)"; fi
   say "uninstalled; Slurm's own config was not changed: remove the bridge lines from $SLURM_CONF yourself."
   exit 0
 fi
@@ -73,8 +87,9 @@ if [ ! -x "$PREFIX/venv/bin/python" ]; then
   run mkdir -p "$PREFIX"
   record "$PREFIX"
   run "$python" -m venv "$PREFIX/venv"
-  record "$PREFIX/venv"
 fi
+record "$PREFIX"
+record_tree "$PREFIX/venv"
 run "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
 run "$PREFIX/venv/bin/pip" install --quiet "$SRC"
 # Fixed absolute paths: Slurm gives hooks no PATH.
@@ -86,7 +101,7 @@ for tool in skbridge skbridge-prolog-slurmctld skbridge-epilog-slurmctld; do
 done
 run mkdir -p "$PREFIX/share/deploy"
 record "$PREFIX/share"
-record "$PREFIX/share/deploy"
+record_tree "$PREFIX/share/deploy"
 run cp -r "$SRC/deploy/." "$PREFIX/share/deploy/"
 run cp "$SRC/pod-template.yaml" "$SRC/slurm.conf.example" "$SRC/gres.conf.example" "$SRC/README.md" "$PREFIX/share/"
 for f in pod-template.yaml slurm.conf.example gres.conf.example README.md; do record "$PREFIX/share/$f"; done
@@ -94,13 +109,18 @@ for f in pod-template.yaml slurm.conf.example gres.conf.example README.md; do re
 
 # --- 2. configuration (never overwritten) ---------------------------------------------------
 run mkdir -p "$ETC" /var/log/slurm-k8s-bridge "$STATE"
-record "$ETC"; record /var/log/slurm-k8s-bridge
+record /var/log/slurm-k8s-bridge
 if [ ! -f "$ETC/config.yaml" ]; then
   if [ "$dry_run" = 1 ]; then
     say "+ write $ETC/config.yaml (commented defaults)"
   else
-    "$PREFIX/bin/skbridge" config example ${nas_root:+--nas-root "$nas_root"} > "$ETC/config.yaml"
-    chmod 0644 "$ETC/config.yaml"
+    if [ -n "$seed_config" ]; then
+      cp "$seed_config" "$ETC/config.yaml"
+    else
+      "$PREFIX/bin/skbridge" config example ${nas_root:+--nas-root "$nas_root"} > "$ETC/config.yaml"
+    fi
+    chmod 0644 "$ETC/config.yaml"   # users' `skbridge validate` and `attach` read it; it holds no secret
+    sha256sum "$ETC/config.yaml" > "$STATE/config.yaml.sha256"
     say "wrote $ETC/config.yaml: review it (NAS root, registries, limits)"
   fi
 else

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from bridge.cli import sandbox
+from bridge.cli.admin import config_app, install_app
 from bridge.cli.hooks import attach, hook_app
+from bridge.cli.testsuite import test_suite
 from bridge.cli.validate import validate
 from bridge.cli.watch import watch
 
@@ -21,6 +23,9 @@ app.command()(validate)
 app.command()(watch)
 app.command()(attach)
 app.add_typer(hook_app, name="hook")
+app.add_typer(config_app, name="config")
+app.add_typer(install_app, name="install")
+app.command("test-suite")(test_suite)
 
 
 if __name__ == "__main__":  # pragma: no cover

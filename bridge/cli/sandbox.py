@@ -52,6 +52,24 @@ def up(
 
 
 @app.command()
+def demo() -> None:
+    """Drop examples/hello-gpu.sh into the sandbox's submit folder as a lab user and follow it:
+    Slurm job, Pod on the allocated node, exit code in sacct, results folder on the NAS."""
+    from bridge.sandbox.demo import run_demo
+
+    def show(title: str, text: str) -> None:
+        console.rule(title)
+        console.print(text.rstrip(), markup=False, highlight=False)
+
+    try:
+        code = run_demo(SandboxLayout.default(), show, _progress)
+    except BridgeError as exc:
+        err.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
 def down(purge: bool = typer.Option(False, help="Also delete the sandbox directory (state, logs, NAS).")) -> None:
     """Stop exactly the processes `up` started, and any process they left behind."""
     manager.down(SandboxLayout.default(), _progress, purge=purge)

@@ -78,7 +78,9 @@ def create_objects(kube: Kube, rendered: RenderedJob, namespace: str, made: list
     still knows what to remove). Identical leftovers of an earlier run are reused.
 
     The Pod is created only once its claims are bound: a Pod that meets an unbound claim is
-    marked Unschedulable and sits in the scheduler's back-off for seconds.
+    marked Unschedulable and sits in the scheduler's back-off for seconds. Binding a
+    pre-bound pair is up to kube-controller-manager's PV controller; when it misses the
+    pair's events it binds at its next resync (--pvclaimbinder-sync-period, 15 s by default).
     """
     for obj in rendered.objects:
         ref = ref_of(obj, namespace)

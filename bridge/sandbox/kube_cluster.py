@@ -112,6 +112,9 @@ def start(layout: SandboxLayout, daemons: Daemons, bin_dir: Path, progress: Prog
         "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
         f"--service-account-private-key-file={p('sa.key')}", f"--root-ca-file={pki.ca_cert}",
         "--use-service-account-credentials=true", "--leader-elect=false", "--v=1",
+        # A pre-bound PV/PVC pair that loses a race in the PV controller waits for this resync
+        # (default 15 s); the prolog waits for the pair to bind, so keep it short here.
+        "--pvclaimbinder-sync-period=1s",
         "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
     ], env=env)
     sched_cfg = _component_kubeconfig(layout, pki, "kube-scheduler")

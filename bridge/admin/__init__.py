@@ -1,0 +1,1 @@
+"""Admin side: installation steps and the `skbridge test-suite` checks."""

@@ -1,0 +1,435 @@
+"""`skbridge test-suite`: checks a live installation, one line per check with a fix hint.
+
+Groups: config, nas, slurm, kubernetes, watcher, e2e. Each check returns PASS, FAIL or SKIP
+with a detail and, on failure, what to do about it. A check never raises: an unexpected
+error is a FAIL that says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pwd
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge.admin.slurm_conf import check_conf, parse_conf
+from bridge.errors import BridgeError
+from bridge.ingest.layout import nas_folders
+from bridge.settings import Settings, load_settings
+
+Outcome = Literal["PASS", "FAIL", "SKIP"]
+GROUPS = ("config", "nas", "slurm", "kubernetes", "watcher", "e2e")
+ETC_SLURM_CONF = Path("/etc/slurm/slurm.conf")
+
+
+@dataclass
+class CheckResult:
+    group: str
+    name: str
+    outcome: Outcome
+    detail: str = ""
+    hint: str = ""
+    seconds: float = 0.0
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Failed(Exception):
+    def __init__(self, detail: str, hint: str) -> None:
+        super().__init__(detail)
+        self.detail, self.hint = detail, hint
+
+
+class Skipped(Exception):
+    pass
+
+
+@dataclass
+class Context:
+    config_path: Path | None
+    e2e_user: str | None
+    e2e_image: str | None
+    e2e_timeout_s: float
+    settings: Settings | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def s(self) -> Settings:
+        if self.settings is None:
+            raise Skipped("configuration did not load")
+        return self.settings
+
+    def slurm(self, *argv: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+        env = self.s.slurm.env()
+        return subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+    def slurm_conf_path(self) -> Path:
+        return self.s.slurm.conf_path or Path(os.environ.get("SLURM_CONF") or ETC_SLURM_CONF)
+
+
+CheckFn = Callable[[Context], str]
+CHECKS: list[tuple[str, str, CheckFn]] = []
+
+
+def check(group: str, name: str) -> Callable[[CheckFn], CheckFn]:
+    def register(fn: CheckFn) -> CheckFn:
+        CHECKS.append((group, name, fn))
+        return fn
+
+    return register
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+@check("config", "configuration loads")
+def _config(ctx: Context) -> str:
+    try:
+        ctx.settings = load_settings(ctx.config_path)
+    except BridgeError as exc:
+        raise Failed(str(exc), "fix the key named above in the config file (see `skbridge config example`)") from exc
+    return str(ctx.config_path or os.environ.get("SKBRIDGE_CONFIG") or "/etc/slurm-k8s-bridge/config.yaml")
+
+
+# -- nas --------------------------------------------------------------------------------------
+
+
+@check("nas", "NAS folders exist with the right owner and mode")
+def _nas(ctx: Context) -> str:
+    problems = []
+    for spec in nas_folders(ctx.s.nas):
+        try:
+            info = spec.path.stat()
+        except OSError:
+            problems.append(f"{spec.path} missing")
+            continue
+        if stat.S_IMODE(info.st_mode) != spec.mode or info.st_uid != 0:
+            problems.append(f"{spec.path} is {oct(stat.S_IMODE(info.st_mode))} owner uid {info.st_uid}, "
+                            f"want {oct(spec.mode)} root")
+    if problems:
+        raise Failed("; ".join(problems), "run `skbridge install nas-layout` as root")
+    return f"{len(nas_folders(ctx.s.nas))} folders under {ctx.s.nas.root}"
+
+
+# -- slurm ------------------------------------------------------------------------------------
+
+
+@check("slurm", "munge works")
+def _munge(ctx: Context) -> str:
+    try:
+        encoded = subprocess.run(["munge", "-n"], capture_output=True, timeout=10, check=False)
+        decoded = subprocess.run(["unmunge"], input=encoded.stdout, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Failed(f"cannot run munge: {exc}", "apt-get install munge; systemctl enable --now munge") from exc
+    if encoded.returncode != 0 or decoded.returncode != 0:
+        message = (encoded.stderr or decoded.stderr).decode(errors="replace").strip()
+        raise Failed(f"munge credential round trip failed: {message}", "start munged (systemctl start munge) and check "
+                     "that /etc/munge/munge.key is the same on every node")
+    return "credential encoded and decoded"
+
+
+@check("slurm", "slurmctld answers")
+def _slurmctld(ctx: Context) -> str:
+    out = ctx.slurm("scontrol", "ping")
+    if out.returncode != 0 or "UP" not in out.stdout:
+        raise Failed((out.stdout + out.stderr).strip() or "no answer", "start slurmctld (systemctl start slurmctld) "
+                     "and read its log")
+    return out.stdout.strip().splitlines()[0]
+
+
+def _live_config(ctx: Context) -> dict[str, str]:
+    out = ctx.slurm("scontrol", "show", "config")
+    if out.returncode != 0:
+        raise Skipped("slurmctld does not answer")
+    pairs = (line.partition("=") for line in out.stdout.splitlines())
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
+
+
+@check("slurm", "scheduler: backfill and multifactor priority")
+def _scheduler(ctx: Context) -> str:
+    live = _live_config(ctx)
+    wanted = {"SchedulerType": "sched/backfill", "PriorityType": "priority/multifactor", "SelectType": "select/cons_tres"}
+    wrong = {k: live.get(k) for k, v in wanted.items() if live.get(k) != v}
+    if wrong:
+        raise Failed(f"running with {wrong}", "set " + ", ".join(f"{k}={wanted[k]}" for k in wrong) +
+                     " in slurm.conf (see slurm.conf.example) and restart slurmctld")
+    return ", ".join(f"{k}={v}" for k, v in wanted.items())
+
+
+@check("slurm", "bridge hooks and the Lua plugin are configured")
+def _hooks(ctx: Context) -> str:
+    path = ctx.slurm_conf_path()
+    try:
+        values = parse_conf(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise Failed(f"cannot read {path}: {exc.strerror}", "set slurm.conf_path in the bridge's config") from exc
+    problems = []
+    for key, entry in (("prologslurmctld", "skbridge-prolog-slurmctld"), ("epilogslurmctld", "skbridge-epilog-slurmctld")):
+        value = values.get(key)
+        if not value:
+            problems.append(f"{key} missing")
+            continue
+        hook = Path(value)
+        if not os.access(hook, os.X_OK):
+            problems.append(f"{key}={value} is not executable")
+        elif hook.name != entry and entry not in hook.read_text(errors="replace")[:4096]:
+            problems.append(f"{key}={value} does not run {entry}")
+    if "lua" not in (values.get("jobsubmitplugins") or ""):
+        problems.append("JobSubmitPlugins lacks lua")
+    lua = path.parent / "job_submit.lua"
+    if not lua.is_file() or "slurm-k8s-bridge" not in lua.read_text(errors="replace"):
+        problems.append(f"{lua} is not the bridge's job_submit.lua")
+    if problems:
+        wanted = "; ".join(f"{c.line.key}={c.line.value}" for c in check_conf("", ctx.s))
+        raise Failed("; ".join(problems), f"run `skbridge install slurm-conf --slurm-conf {path}` and add: {wanted}")
+    return f"{path}: PrologSlurmctld, EpilogSlurmctld, JobSubmitPlugins=lua"
+
+
+@check("slurm", "timeouts leave the hooks room")
+def _timeouts(ctx: Context) -> str:
+    live = _live_config(ctx)
+    kube = ctx.s.kubernetes
+    timeout_s = int((live.get("PrologEpilogTimeout") or "0").split()[0] or 0)
+    kill_wait_s = int((live.get("KillWait") or "0").split()[0] or 0)
+    problems = []
+    if timeout_s and timeout_s <= kube.pod_ready_timeout_s:
+        problems.append(f"PrologEpilogTimeout={timeout_s}s is not above pod_ready_timeout_s={kube.pod_ready_timeout_s}")
+    if kill_wait_s <= kube.termination_grace_period_s:
+        problems.append(f"KillWait={kill_wait_s}s is not above termination_grace_period_s={kube.termination_grace_period_s}")
+    if problems:
+        raise Failed("; ".join(problems), "raise PrologEpilogTimeout / KillWait in slurm.conf, or lower the bridge's")
+    return f"PrologEpilogTimeout={timeout_s or 'unlimited'}s, KillWait={kill_wait_s}s"
+
+
+# -- kubernetes -------------------------------------------------------------------------------
+
+# What the bridge must be allowed to do, and samples of what it must not.
+NEEDED = [("create", "pods", ""), ("delete", "pods", ""), ("watch", "pods", ""), ("get", "pods/log", ""),
+          ("create", "configmaps", ""), ("delete", "configmaps", ""), ("create", "persistentvolumeclaims", ""),
+          ("delete", "persistentvolumeclaims", ""), ("create", "persistentvolumes", ""),
+          ("delete", "persistentvolumes", ""), ("create", "serviceaccounts", ""), ("create", "serviceaccounts/token", ""),
+          ("create", "roles", "rbac.authorization.k8s.io"), ("create", "rolebindings", "rbac.authorization.k8s.io"),
+          ("list", "events", ""), ("list", "nodes", "")]
+FORBIDDEN = [("get", "secrets", "", True), ("create", "pods", "", False), ("delete", "nodes", "", True),
+             ("create", "clusterrolebindings", "rbac.authorization.k8s.io", True)]
+
+
+def _kube(ctx: Context) -> Any:
+    from bridge.kubernetes.client import load_client
+
+    try:
+        return load_client(ctx.s.kubernetes.kubeconfig, timeout_s=ctx.s.kubernetes.api_timeout_s)
+    except BridgeError as exc:
+        raise Failed(str(exc), "rerun `skbridge install kubernetes --admin-kubeconfig FILE`") from exc
+
+
+def _can(kube: Any, verb: str, resource: str, group: str, namespace: str | None) -> bool:
+    sub = ""
+    if "/" in resource:
+        resource, sub = resource.split("/", 1)
+    attributes = {"verb": verb, "resource": resource, "group": group, "subresource": sub}
+    if namespace:
+        attributes["namespace"] = namespace
+    answer = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body={
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes}})
+    return bool((answer.get("status") or {}).get("allowed"))
+
+
+@check("kubernetes", "API answers with the bridge's credentials")
+def _kube_api(ctx: Context) -> str:
+    kube = _kube(ctx)
+    try:
+        version = kube.request("GET", "/version")
+        kube.request("GET", f"/api/v1/namespaces/{ctx.s.kubernetes.namespace}/pods", query={"limit": "1"})
+    except BridgeError as exc:
+        raise Failed(str(exc), f"check {ctx.s.kubernetes.kubeconfig} and that the API server is reachable") from exc
+    return f"Kubernetes {version.get('gitVersion')} at {kube.api_client.configuration.host}"
+
+
+@check("kubernetes", "RBAC allows exactly what the bridge needs")
+def _rbac(ctx: Context) -> str:
+    kube = _kube(ctx)
+    ns = ctx.s.kubernetes.namespace
+    cluster_scoped = {"persistentvolumes", "nodes"}
+    missing = [f"{verb} {res}" for verb, res, group in NEEDED
+               if not _can(kube, verb, res, group, None if res in cluster_scoped else ns)]
+    extra = [f"{verb} {res}" + (" in namespace default" if not in_ns else "") for verb, res, group, in_ns in FORBIDDEN
+             if _can(kube, verb, res, group, (ns if in_ns else "default") if res not in {"nodes"} else None)]
+    if missing or extra:
+        detail = (f"missing: {', '.join(missing)}" if missing else "") + \
+                 ("; " if missing and extra else "") + (f"more than needed: {', '.join(extra)}" if extra else "")
+        raise Failed(detail, "re-apply deploy/kubernetes/10-rbac.yaml (skbridge install kubernetes) and remove "
+                     "other bindings of the skbridge ServiceAccount")
+    return f"{len(NEEDED)} needed verbs allowed, {len(FORBIDDEN)} others denied"
+
+
+@check("kubernetes", "Slurm nodes map to Kubernetes nodes with the same GPUs")
+def _nodes(ctx: Context) -> str:
+    out = ctx.slurm("sinfo", "-h", "-N", "-o", "%N|%G")
+    if out.returncode != 0:
+        raise Skipped("sinfo failed: slurmctld does not answer")
+    kube = _kube(ctx)
+    problems, seen = [], []
+    for line in sorted(set(out.stdout.split())):
+        node, _, gres = line.partition("|")
+        gpus = sum(int(part.split(":")[-1].split("(")[0]) for part in gres.split(",") if part.startswith("gpu"))
+        name = ctx.s.kubernetes.kube_node(node)
+        found = kube.get_or_none(f"/api/v1/nodes/{name}")
+        if found is None:
+            problems.append(f"Slurm node {node} has no Kubernetes node {name}")
+            continue
+        capacity = int(((found.get("status") or {}).get("capacity") or {}).get(ctx.s.kubernetes.gpu_resource, 0))
+        if capacity != gpus:
+            problems.append(f"{node}: Slurm {gpus} GPUs, Kubernetes {capacity}")
+        seen.append(f"{node}({gpus} GPUs)")
+    if problems:
+        raise Failed("; ".join(problems), "name Kubernetes nodes like Slurm nodes (or set kubernetes.node_map) and "
+                     "match gres.conf to the device plugin's GPUs")
+    return ", ".join(seen)
+
+
+# -- watcher ----------------------------------------------------------------------------------
+
+
+@check("watcher", "the watcher service is running")
+def _watcher(ctx: Context) -> str:
+    lock = ctx.s.ingest.lock_path
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError as exc:
+        raise Failed(f"{lock} does not exist: the watcher never ran here",
+                     "systemctl enable --now skbridge-watcher") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"holds {lock}"
+    finally:
+        os.close(fd)
+    raise Failed("no watcher holds its lock", "systemctl restart skbridge-watcher; journalctl -u skbridge-watcher")
+
+
+# -- e2e --------------------------------------------------------------------------------------
+
+HELLO = """#!/bin/bash
+#SBATCH --job-name=skbridge-test-suite
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=256M
+#SBATCH --time=00:05:00
+#SBATCH --output={home}/skbridge-test-suite-%j.out
+#K8S_IMAGE={image}
+#K8S_ENV=SANDBOX_RUN_DURATION=2s
+echo "hello from the slurm-k8s-bridge test suite"
+"""
+
+
+def _poll(what: str, timeout_s: float, probe: Callable[[], Any], hint: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise Failed(f"timed out after {timeout_s:.0f}s waiting for {what}", hint)
+
+
+@check("e2e", "a hello job goes drop → Slurm → Pod → results")
+def _e2e(ctx: Context) -> str:
+    settings = ctx.s
+    if not ctx.e2e_user:
+        raise Skipped("no --user given: the hello job needs a lab user (not root) to own it")
+    try:
+        account = pwd.getpwnam(ctx.e2e_user)
+    except KeyError as exc:
+        raise Failed(f"no user {ctx.e2e_user}", "pass an existing lab account with --user") from exc
+    image = ctx.e2e_image or f"{settings.policy.allowed_registries[0]}/busybox:1.36"
+    home = settings.nas.home_root / account.pw_name
+    if not home.is_dir():
+        home.mkdir(parents=True)
+        os.chown(home, account.pw_uid, account.pw_gid)
+    name = f"skbridge-test-suite-{time.strftime('%Y%m%d%H%M%S')}.sh"
+    staging = settings.nas.submit_dir / f".{name}.part"
+    staging.write_text(HELLO.format(home=home, image=image), encoding="utf-8")
+    os.chown(staging, account.pw_uid, account.pw_gid)
+    staging.chmod(0o644)
+    start = time.monotonic()
+    staging.rename(settings.nas.submit_dir / name)
+    timings = ctx.timings_s
+
+    def mark(stage: str) -> None:
+        timings[stage] = round(time.monotonic() - start, 2)
+
+    def accepted() -> str | None:
+        if (settings.nas.failed_dir / f"{name}.error").exists():
+            raise Failed("the hello job was rejected: " + (settings.nas.failed_dir / f"{name}.error").read_text()[:400],
+                         "fix the cause above (registry allow-list: pass --image)")
+        for path in settings.nas.accepted_dir.iterdir():
+            if path.name.endswith(f"-{name}"):
+                return path.name.split("-", 1)[0]
+        return None
+
+    timeout = ctx.e2e_timeout_s
+    job_id = _poll("the watcher to submit the file", timeout, accepted, "check the watcher: journalctl -u skbridge-watcher")
+    mark("submitted")
+    kube = _kube(ctx)
+    pod_path = f"/api/v1/namespaces/{settings.kubernetes.namespace}/pods/skb-{job_id}-r0"
+
+    def pod_started() -> bool:
+        pod = kube.get_or_none(pod_path) or {}
+        return (pod.get("status") or {}).get("phase") in {"Running", "Succeeded", "Failed"}
+
+    try:
+        _poll("the job's Pod to start", timeout, pod_started, f"read the prolog's log ({settings.hook_log_path}) and "
+              f"`scontrol show job {job_id}`")
+    except Failed:
+        status = settings.nas.results_root / account.pw_name / job_id / "bridge-status.json"
+        if status.exists():
+            raise Failed(f"job {job_id}: {json.loads(status.read_text()).get('reason')}",
+                         f"see {settings.hook_log_path}") from None
+        raise
+    mark("pod_running")
+
+    def finished() -> str | None:
+        out = ctx.slurm("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode")
+        line = out.stdout.strip()
+        state = line.split("|")[0] if line else ""
+        return line if state and state not in {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED"} else None
+
+    final = _poll("the job to finish", timeout, finished, f"`sacct -j {job_id}`")
+    mark("job_finished")
+    results = settings.nas.results_root / account.pw_name / job_id
+    _poll("the epilog's results", timeout, (results / "SHA256SUMS").exists, f"see {settings.hook_log_path}")
+    mark("results")
+    if final != "COMPLETED|0:0":
+        raise Failed(f"job {job_id} ended {final}", f"read {results}/pod.log and {settings.hook_log_path}")
+    return f"job {job_id} COMPLETED, results in {results}"
+
+
+def run_checks(ctx: Context, only: set[str] | None = None) -> Iterator[CheckResult]:
+    for group, name, fn in CHECKS:
+        if only and group not in only and group != "config":
+            continue
+        started = time.monotonic()
+        ctx.timings_s = {}
+        try:
+            detail = fn(ctx)
+            result = CheckResult(group, name, "PASS", detail)
+        except Failed as exc:
+            result = CheckResult(group, name, "FAIL", exc.detail, exc.hint)
+        except Skipped as exc:
+            result = CheckResult(group, name, "SKIP", str(exc))
+        except Exception as exc:
+            result = CheckResult(group, name, "FAIL", f"unexpected error: {type(exc).__name__}: {exc}",
+                                 "run with --verbose and report this")
+        result.seconds = round(time.monotonic() - started, 2)
+        result.timings_s = dict(ctx.timings_s)
+        yield result

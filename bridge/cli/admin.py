@@ -1,0 +1,109 @@
+"""Admin commands: `skbridge config ...` and `skbridge install ...` (install.sh runs the latter)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import typer
+
+from bridge.admin.config_example import config_example
+from bridge.admin.slurm_conf import apply_conf, check_conf
+from bridge.errors import BridgeError
+from bridge.settings import Settings, load_settings
+
+config_app = typer.Typer(help="Show the bridge's configuration.", no_args_is_help=True)
+install_app = typer.Typer(help="Installation steps (install.sh runs these; each is safe to repeat).",
+                          no_args_is_help=True)
+ConfigOption = typer.Option(None, "--config", "-c", help="Config file (default $SKBRIDGE_CONFIG or "
+                            "/etc/slurm-k8s-bridge/config.yaml).")
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except BridgeError as exc:
+        typer.echo(f"skbridge: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@config_app.command("example")
+def example(nas_root: Path | None = typer.Option(None, help="NAS mount point to write in (uncommented).")) -> None:
+    """Print a commented config file with every key, its default and what it means."""
+    typer.echo(config_example(nas_root=nas_root), nl=False)
+
+
+@config_app.command("show")
+def show(config: Path | None = ConfigOption) -> None:
+    """Print the effective configuration (file + environment overrides + defaults) as YAML."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(_settings(config).model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+@install_app.command("nas-layout")
+def nas_layout(config: Path | None = ConfigOption) -> None:
+    """Create the NAS folders (submit/ sticky and world-writable, processing/ watcher-only, ...)."""
+    from bridge.ingest.layout import ensure_nas_layout, nas_folders
+
+    settings = _settings(config)
+    changed = set(ensure_nas_layout(settings.nas))
+    for spec in nas_folders(settings.nas):
+        typer.echo(f"{'fixed' if spec.path in changed else 'ok   '} {oct(spec.mode)[2:]:>5} {spec.path}  ({spec.purpose})")
+
+
+@install_app.command("kubernetes")
+def kubernetes(
+    admin_kubeconfig: Path = typer.Option(..., help="A kubeconfig allowed to create namespaces and RBAC."),
+    manifests: Path = typer.Option(Path("/opt/slurm-k8s-bridge/share/deploy/kubernetes"), help="deploy/kubernetes."),
+    write_kubeconfig: Path = typer.Option(Path("/etc/slurm-k8s-bridge/kubeconfig"),
+                                          help="Where to write the bridge's own kubeconfig (root-only)."),
+) -> None:
+    """Apply the namespace, the bridge's ServiceAccount and least-privilege RBAC; write its kubeconfig (mode 0600)."""
+    from kubernetes import config as kube_config
+
+    from bridge.kubernetes.apply import apply_manifests, load_manifests
+    from bridge.kubernetes.credentials import write_bridge_kubeconfig
+
+    api = kube_config.new_client_from_config(config_file=str(admin_kubeconfig))
+    for line in apply_manifests(api, load_manifests(sorted(manifests.glob("*.yaml")))):
+        typer.echo(line)
+    write_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    write_bridge_kubeconfig(api, write_kubeconfig)
+    typer.echo(f"wrote {write_kubeconfig} (0600, the bridge's ServiceAccount token)")
+
+
+@install_app.command("slurm-conf")
+def slurm_conf(
+    slurm_conf_path: Path = typer.Option(Path("/etc/slurm/slurm.conf"), "--slurm-conf", help="slurm.conf to check."),
+    apply: bool = typer.Option(False, "--apply", help="Write the lines into slurm.conf (a backup is kept)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Show the slurm.conf lines the bridge needs (or apply them with --apply), then check them with Slurm."""
+    settings = _settings(config)
+    if apply:
+        backup = apply_conf(slurm_conf_path, settings)
+        typer.echo(f"updated {slurm_conf_path} (backup {backup})" if backup else f"{slurm_conf_path} already right")
+        if backup:
+            done = subprocess.run(["scontrol", "reconfigure"], capture_output=True, text=True, check=False,
+                                  env=settings.slurm.env() | {"SLURM_CONF": str(slurm_conf_path)})
+            typer.echo("scontrol reconfigure: " + ("ok" if done.returncode == 0 else done.stderr.strip()))
+    checks = check_conf(slurm_conf_path.read_text(encoding="utf-8"), settings)
+    missing = [c for c in checks if not c.ok]
+    for check in checks:
+        state = "ok     " if check.ok else ("missing" if check.found is None else f"differs (now {check.found})")
+        typer.echo(f"{state:<8} {check.line.key}={check.line.value}   # {check.line.why}")
+    live = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=False,
+                          env=settings.slurm.env() | {"SLURM_CONF": str(slurm_conf_path)})
+    if live.returncode == 0:
+        running = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition("=") for line in live.stdout.splitlines()) if _}
+        stale = [c.line.key for c in checks if c.ok and c.line.key.lower() in running
+                 and running[c.line.key.lower()].split()[0].lower() != c.line.value.lower()]
+        if stale:
+            typer.echo(f"slurmctld still runs with other values for {', '.join(stale)}: restart slurmctld")
+    if missing:
+        typer.echo(f"\nAdd these lines to {slurm_conf_path} (or rerun with --apply), then restart slurmctld:")
+        for check in missing:
+            typer.echo(f"  {check.line.key}={check.line.value}")
+        raise typer.Exit(1)
