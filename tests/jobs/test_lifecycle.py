@@ -156,7 +156,11 @@ def test_the_reaper_removes_what_a_killed_epilog_left(jobs: Jobs, sandbox: Sandb
     started = time.monotonic()
     wait_for(lambda: not jobs.objects(job_id), timeout_s=60, what="the reaper removing the leftovers")
     assert time.monotonic() - started < 60
-    log = Path(sandbox.layout.log_dir / "watcher.log").read_text(errors="replace")
-    assert any('"event": "reaped"' in line and f'"job_id": "{job_id}"' in line for line in log.splitlines())
+
+    def logged() -> bool:  # the reaper logs once it has checked the objects are gone
+        log = Path(sandbox.layout.log_dir / "watcher.log").read_text(errors="replace")
+        return any('"event": "reaped"' in line and f'"job_id": "{job_id}"' in line for line in log.splitlines())
+
+    wait_for(logged, timeout_s=30, what="the reaper's log line with the reason")
     summary = json.loads((jobs.results("skbbob", job_id) / "summary.json").read_text())
     assert summary["collected_by"] == "reaper"
