@@ -107,6 +107,8 @@ class PrivateWatcher:
             "SKBRIDGE_INGEST__LOCK_PATH": str(self.root / "watcher.lock"),
             "SKBRIDGE_SLURM__PARTITION": self.partition,
             "SKBRIDGE_INGEST__REAPER_INTERVAL_S": "3600",
+            # slurmctld's hooks stay with the sandbox's own watcher.
+            "SKBRIDGE_SLURM__HOOK_SOCKET_PATH": str(self.root / "hooks.sock"),
             **self.overrides,
         }
         ensure_nas_layout(self.settings.nas)
@@ -163,6 +165,18 @@ def drop(submit: Path, name: str, text: str, owner: pwd.struct_passwd) -> float:
     moment = time.time()
     staging.rename(submit / name)
     return moment
+
+
+def write_in_place(submit: Path, name: str, text: str, owner: pwd.struct_passwd) -> float:
+    """Create the file under its final name and write it (what `cp job.sh submit/` does); returns
+    the moment it was closed complete."""
+    fd = os.open(submit / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.fchown(fd, owner.pw_uid, owner.pw_gid)
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+    return time.time()
 
 
 def percentile(values: list[float], fraction: float) -> float:

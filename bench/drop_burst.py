@@ -55,7 +55,8 @@ def main() -> None:
         time.sleep(0.05)
     bridge_s = time.monotonic() - started
     tags = Counter(str(job.get("comment")) for job in squeue_jobs(layout)
-                   if job.get("partition") == "parked" and str(job.get("comment", "")).startswith("skb:"))
+                   if job.get("partition") == "parked" and job.get("job_state") == "PENDING"
+                   and str(job.get("comment", "")).startswith("skb:"))
     queued = sum(1 for _ in accepted.iterdir())
     lost = count - queued - sum(1 for p in failed.iterdir() if not p.name.endswith(".error"))
     duplicates = sum(n - 1 for n in tags.values() if n > 1)

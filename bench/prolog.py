@@ -76,10 +76,14 @@ def main() -> None:
             doc["metadata"]["name"] = doc["metadata"]["name"] + "-kubectl"
             doc["metadata"].get("labels", {}).pop("slurm.job-id", None)
             spec = doc.get("spec") or {}
+            # What a kubectl user writes: classic pre-binding by name. The claim's UID and
+            # the bind-completed mark exist only once the hook has created the claim.
             if doc["kind"] == "PersistentVolume":
                 spec["claimRef"]["name"] += "-kubectl"
+                spec["claimRef"].pop("uid", None)
             if doc["kind"] == "PersistentVolumeClaim":
                 spec["volumeName"] += "-kubectl"
+                doc["metadata"].get("annotations", {}).pop("pv.kubernetes.io/bind-completed", None)
             if doc["kind"] == "Pod":
                 for volume in spec.get("volumes") or []:
                     if "persistentVolumeClaim" in volume:

@@ -6,8 +6,12 @@ with `structlog.contextvars.bound_contextvars(...)` or `log.bind(...)`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -29,7 +33,7 @@ def configure_logging(level: str = "info", *, json_output: bool = True, stream: 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        logger_factory=_RoutedLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
 
@@ -37,3 +41,40 @@ def configure_logging(level: str = "info", *, json_output: bool = True, stream: 
 def get_logger(**initial: Any) -> structlog.typing.FilteringBoundLogger:
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(**initial)
     return logger
+
+
+# Where this context's lines go instead of the configured stream: the watcher runs hooks for
+# slurmctld, and their lines belong in the hooks' log, not among the watcher's.
+_stream_override: ContextVar[Any] = ContextVar("skbridge_log_stream", default=None)
+_override_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def log_stream(stream: Any) -> Iterator[None]:
+    token = _stream_override.set(stream)
+    try:
+        yield
+    finally:
+        _stream_override.reset(token)
+
+
+class _RoutedPrintLogger(structlog.PrintLogger):
+    def msg(self, message: str) -> None:
+        stream = _stream_override.get()
+        if stream is None:
+            super().msg(message)
+            return
+        with _override_lock:
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _RoutedLoggerFactory:
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __call__(self, *args: Any) -> _RoutedPrintLogger:
+        return _RoutedPrintLogger(self._stream)

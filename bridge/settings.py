@@ -85,6 +85,10 @@ class SlurmSettings(_Section):
                                 description="Absolute path of skbridge on every node; the launcher line runs it")
     attach_config_path: Path | None = Field(
         default=None, description="Config file the launcher line hands to `skbridge attach`; None = its default path")
+    hook_socket_path: Path | None = Field(
+        default=Path("/run/slurm-k8s-bridge/hooks.sock"),
+        description="Root-only socket on which the watcher runs the Slurm hooks warm (no Python start-up per job); "
+                    "the hooks run as their own processes when it is absent. None = the watcher does not serve it")
 
     def env(self) -> dict[str, str]:
         env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}

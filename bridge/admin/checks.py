@@ -215,12 +215,16 @@ def _timeouts(ctx: Context) -> str:
 # What the bridge must be allowed to do, and samples of what it must not.
 NEEDED = [("create", "pods", ""), ("delete", "pods", ""), ("watch", "pods", ""), ("get", "pods/log", ""),
           ("create", "configmaps", ""), ("delete", "configmaps", ""), ("create", "persistentvolumeclaims", ""),
-          ("delete", "persistentvolumeclaims", ""), ("create", "persistentvolumes", ""),
+          ("patch", "persistentvolumeclaims", ""), ("delete", "persistentvolumeclaims", ""),
+          ("create", "persistentvolumes", ""),
           ("delete", "persistentvolumes", ""), ("create", "serviceaccounts", ""), ("create", "serviceaccounts/token", ""),
           ("create", "roles", "rbac.authorization.k8s.io"), ("create", "rolebindings", "rbac.authorization.k8s.io"),
+          ("bind", "roles", "rbac.authorization.k8s.io"),
           ("list", "events", ""), ("list", "nodes", "")]
 FORBIDDEN = [("get", "secrets", "", True), ("create", "pods", "", False), ("delete", "nodes", "", True),
-             ("create", "clusterrolebindings", "rbac.authorization.k8s.io", True)]
+             ("create", "clusterrolebindings", "rbac.authorization.k8s.io", True),
+             ("bind", "clusterroles", "rbac.authorization.k8s.io", True),
+             ("escalate", "roles", "rbac.authorization.k8s.io", True)]
 
 
 def _kube(ctx: Context) -> Any:

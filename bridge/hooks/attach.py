@@ -71,7 +71,7 @@ def _follow_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy) -> None:
 
 def _finish_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy, follower: threading.Thread) -> None:
     """After the Pod ended: a kubelet closes the stream by itself; otherwise fetch the rest once."""
-    follower.join(timeout=1.0)
+    follower.join(timeout=0.3)
     written = copy.stop()
     if not follower.is_alive():
         return

@@ -12,10 +12,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bridge.errors import BridgeError
-from bridge.log import configure_logging, get_logger
-from bridge.settings import Settings, load_settings
+from bridge.hooks.fastpath import certainly_not_bridge_job, delegate_to_watcher
+
+if TYPE_CHECKING:
+    from bridge.settings import Settings
 
 
 def _open_log(settings: Settings) -> object:
@@ -27,7 +29,30 @@ def _open_log(settings: Settings) -> object:
         return sys.stderr
 
 
+def run_hook_body(name: str, body: Callable[[Settings, str], int], settings: Settings, job_id: str, *,
+                  served_by: str) -> int:
+    """Run one hook for one job; any exception becomes exit 1 (requeue), never a drained node."""
+    import structlog
+
+    from bridge.log import get_logger
+
+    log = get_logger(component=name, job_id=job_id)
+    if not job_id.isdigit():
+        log.error("no job id (SLURM_JOB_ID unset)")
+        return 1
+    with structlog.contextvars.bound_contextvars(served_by=served_by):
+        try:
+            return body(settings, job_id)
+        except Exception:
+            log.exception("hook crashed")
+            return 1
+
+
 def run_hook(name: str, body: Callable[[Settings, str], int], job_id: str | None = None) -> int:
+    from bridge.errors import BridgeError
+    from bridge.log import configure_logging
+    from bridge.settings import load_settings
+
     job_id = job_id or os.environ.get("SLURM_JOB_ID") or (sys.argv[1] if len(sys.argv) > 1 else "")
     try:
         settings = load_settings()
@@ -35,24 +60,26 @@ def run_hook(name: str, body: Callable[[Settings, str], int], job_id: str | None
         print(f"skbridge {name}: {exc}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level, stream=_open_log(settings))
-    log = get_logger(component=name, job_id=job_id)
-    if not job_id.isdigit():
-        log.error("no job id (SLURM_JOB_ID unset)")
-        return 1
-    try:
-        return body(settings, job_id)
-    except Exception:
-        log.exception("hook crashed")
-        return 1
+    return run_hook_body(name, body, settings, job_id, served_by="process")
+
+
+def _main(name: str) -> None:
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    if certainly_not_bridge_job(job_id):
+        sys.exit(0)
+    answered = delegate_to_watcher(name, job_id)
+    if answered is not None:
+        sys.exit(answered)
+    if name == "prolog":
+        from bridge.hooks.prolog import run_prolog as body
+    else:
+        from bridge.hooks.epilog import run_epilog as body
+    sys.exit(run_hook(name, body))
 
 
 def prolog_main() -> None:
-    from bridge.hooks.prolog import run_prolog
-
-    sys.exit(run_hook("prolog", run_prolog))
+    _main("prolog")
 
 
 def epilog_main() -> None:
-    from bridge.hooks.epilog import run_epilog
-
-    sys.exit(run_hook("epilog", run_epilog))
+    _main("epilog")

@@ -9,9 +9,9 @@ Exit codes are chosen on purpose (slurmctld acts on them):
 
 from __future__ import annotations
 
-import os
 import pwd
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +19,10 @@ import structlog
 
 from bridge.collect.results import ensure_results_dir, record_status, write_file_as
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
+from bridge.hooks.fastpath import process_age_s
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
-from bridge.kubernetes.access import access_selector, ensure_attach_identity, issue_attach_token
+from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
 from bridge.kubernetes.client import Kube, KubeRejected, load_client
 from bridge.kubernetes.objects import (
     Made,
@@ -44,6 +45,10 @@ EXIT_OK = 0
 EXIT_REQUEUE = 1
 
 
+# Set by the hook server: how long the hook's own process ran before it handed the job over.
+client_startup_s: ContextVar[float | None] = ContextVar("skbridge_client_startup_s", default=None)
+
+
 @dataclass
 class PrologTimings:
     """Where the hook's time goes (reported in the log and by the benchmark)."""
@@ -53,24 +58,14 @@ class PrologTimings:
 
     def __post_init__(self) -> None:
         # Interpreter start-up and imports happen before this object exists: count them too.
-        self.marks["python_startup"] = round(process_age_s(), 4)
+        # Served by the watcher, that is the thin client's start-up and its handing over.
+        handed_over = client_startup_s.get()
+        self.marks["python_startup"] = round(process_age_s() if handed_over is None else handed_over, 4)
 
     def mark(self, name: str) -> None:
         now = time.perf_counter()
         self.marks[name] = round(self.marks.get(name, 0.0) + now - self._last, 4)
         self._last = now
-
-
-def process_age_s() -> float:
-    """Seconds since this process started (Linux /proc), 0.0 where unavailable."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started_ticks = int(fields[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        return max(0.0, time.time() - (boot + started_ticks / os.sysconf("SC_CLK_TCK")))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return 0.0
 
 
 def is_bridge_script(script: str) -> bool:
@@ -150,8 +145,8 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         return requeue(f"Kubernetes API unavailable: {exc}")
     made: list[Made] = []
     try:
-        ensure_attach_identity(kube, kube_settings.namespace, allocation, rendered.names.pod)
-        create_objects(kube, rendered, kube_settings.namespace, made)
+        create_objects(kube, rendered, kube_settings.namespace, made,
+                       extra=attach_identity(kube_settings.namespace, allocation, rendered.names.pod))
         log.debug("objects ready", created=[str(m.ref) for m in made if m.created],
                   reused=[str(m.ref) for m in made if not m.created])
         timings.mark("kube_create")

@@ -3,6 +3,7 @@
 Single instance (a lock file), journal recovery and a full rescan at start, polling with
 an inotify hint, a capped pool of sbatch workers, retries with backoff, and a clean stop
 on SIGTERM: no new claims, in-flight files finish their step, the journal covers the rest.
+It also runs slurmctld's hooks warm on a local socket (`bridge.hooks.server`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from types import FrameType
 from bridge import systemd
 from bridge.collect.reaper import reap_once
 from bridge.errors import BridgeError, ConfigError
+from bridge.hooks.server import serving_hooks
 from bridge.ingest.detect import InotifyHint, SubmitScanner
 from bridge.ingest.journal import Entry, Journal
 from bridge.ingest.pipeline import Ingestor, Outcome
@@ -85,11 +87,12 @@ class Watcher:
         reaper = threading.Thread(target=self._reap_forever, name="reaper", daemon=True)
         reaper.start()
         try:
-            self._recover(ingestor, pool)
-            systemd.notify("READY=1")
-            log.info("watching", folder=str(settings.nas.submit_dir), poll_interval_s=ingest.poll_interval_s,
-                     inotify_hint=inotify, workers=ingest.max_concurrent_sbatch)
-            self._loop(ingestor, journal, scanner, pool)
+            with serving_hooks(settings):
+                self._recover(ingestor, pool)
+                systemd.notify("READY=1")
+                log.info("watching", folder=str(settings.nas.submit_dir), poll_interval_s=ingest.poll_interval_s,
+                         inotify_hint=inotify, workers=ingest.max_concurrent_sbatch)
+                self._loop(ingestor, journal, scanner, pool)
         finally:
             systemd.notify("STOPPING=1")
             hint.stop()

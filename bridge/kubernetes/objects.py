@@ -7,11 +7,14 @@ reading the object and comparing its spec hash, and deletion treats 404 as done.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bridge.errors import PermanentError, TemporaryError
 from bridge.kubernetes.client import Kube, KubeError
+from bridge.kubernetes.concurrent import run_concurrently
 from bridge.kubernetes.render import (
     ANNOTATION_SPEC_HASH,
     LABEL_JOB_ID,
@@ -20,6 +23,8 @@ from bridge.kubernetes.render import (
     MANAGED_BY,
     RenderedJob,
 )
+
+ANNOTATION_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 
 # Deletion order: the Pod first (it holds the claims), the PV last (its claim protects it).
 KIND_ORDER = ("Pod", "ServiceAccount", "RoleBinding", "Role", "ConfigMap", "PersistentVolumeClaim", "PersistentVolume")
@@ -72,67 +77,84 @@ class Made:
     obj: dict[str, Any]
 
 
-def create_objects(kube: Kube, rendered: RenderedJob, namespace: str, made: list[Made], *,
-                   bind_timeout_s: float = 30.0) -> None:
-    """Create every object in order, appending to `made` as it goes (so a failure midway
-    still knows what to remove). Identical leftovers of an earlier run are reused.
+def create_objects(
+    kube: Kube,
+    rendered: RenderedJob,
+    namespace: str,
+    made: list[Made],
+    *,
+    extra: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Create every object of the attempt (the rendered ones and `extra`), appending to `made`
+    as it goes, so a failure midway still knows what to remove. Identical leftovers of an
+    earlier run are reused.
 
-    The Pod is created only once its claims are bound: a Pod that meets an unbound claim is
-    marked Unschedulable and sits in the scheduler's back-off for seconds. Binding a
-    pre-bound pair is up to kube-controller-manager's PV controller; when it misses the
-    pair's events it binds at its next resync (--pvclaimbinder-sync-period, 15 s by default).
+    Requests go out side by side where nothing orders them. The Pod's path has three steps:
+    everything it needs, then the volumes (their claimRef carries the claim's UID, so each
+    binds to its claim alone), then, once the binding is marked complete, the Pod. Roles
+    and RoleBindings go their own way beside it: RBAC's escalation checks read the API
+    server's watch caches, which can take up to a progress-notify tick (100 ms) to catch up.
     """
-    for obj in rendered.objects:
-        ref = ref_of(obj, namespace)
-        if ref.kind == "Pod":
-            claims = [m.ref.name for m in made if m.ref.kind == "PersistentVolumeClaim"]
-            labels = obj["metadata"]["labels"]
-            selector = attempt_selector(labels[LABEL_JOB_ID], int(labels[LABEL_RESTART]))
-            wait_claims_bound(kube, namespace, claims, selector=selector, timeout_s=bind_timeout_s)
-        try:
-            made.append(Made(ref, True, kube.request("POST", collection_path(ref.kind, ref.namespace), body=obj)))
-            continue
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-        existing = kube.get_or_none(ref.path)
-        wanted = obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
-        found = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
-        if existing is not None and found == wanted and not existing["metadata"].get("deletionTimestamp"):
-            made.append(Made(ref, False, existing))  # a slurmctld restart re-ran the prolog: keep it
-            continue
-        raise TemporaryError(f"{ref} exists with a different spec (hash {found}, want {wanted}); "
-                             "it will be replaced once the old one is removed")
+    objects = [*rendered.objects, *extra]
+    rbac_kinds = ("Role", "RoleBinding")
+
+    def create_all(wave: list[dict[str, Any]]) -> None:
+        run_concurrently([partial(_create_one, kube, obj, namespace, made) for obj in wave])
+
+    def pod_path() -> None:
+        create_all([obj for obj in objects if obj["kind"] not in ("PersistentVolume", "Pod", *rbac_kinds)])
+        claim_uids = {m.ref.name: m.obj["metadata"]["uid"] for m in made if m.ref.kind == "PersistentVolumeClaim"}
+        create_all([_with_claim_uid(obj, claim_uids) for obj in objects if obj["kind"] == "PersistentVolume"])
+        _complete_binding(kube, made)
+        create_all([obj for obj in objects if obj["kind"] == "Pod"])
+
+    rbac_path: Callable[[], None] = partial(create_all, [obj for obj in objects if obj["kind"] in rbac_kinds])
+    run_concurrently([pod_path, rbac_path])
 
 
-def wait_claims_bound(kube: Kube, namespace: str, names: list[str], *, selector: str, timeout_s: float) -> None:
-    """Follow the claims by watch until every one is Bound."""
-    if not names:
+def _with_claim_uid(volume: dict[str, Any], claim_uids: dict[str, str]) -> dict[str, Any]:
+    claim_ref = volume["spec"].get("claimRef") or {}
+    if claim_ref.get("name") not in claim_uids:
+        return volume
+    return {**volume, "spec": {**volume["spec"], "claimRef": {**claim_ref, "uid": claim_uids[claim_ref["name"]]}}}
+
+
+def _create_one(kube: Kube, obj: dict[str, Any], namespace: str, made: list[Made]) -> None:
+    ref = ref_of(obj, namespace)
+    try:
+        made.append(Made(ref, True, kube.request("POST", collection_path(ref.kind, ref.namespace), body=obj)))
         return
-    deadline = time.monotonic() + timeout_s
-    path = collection_path("PersistentVolumeClaim", namespace)
-    wanted = set(names)
-    while True:
-        listing = kube.request("GET", path, query={"labelSelector": selector})
-        phases = {item["metadata"]["name"]: (item.get("status") or {}).get("phase")
-                  for item in listing.get("items") or [] if item["metadata"]["name"] in wanted}
-        missing = wanted - set(phases)
-        if missing:
-            raise PermanentError(f"claims vanished while binding: {', '.join(sorted(missing))}")
-        if all(phase == "Bound" for phase in phases.values()):
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            waiting = sorted(name for name, phase in phases.items() if phase != "Bound")
-            raise TemporaryError(f"volume claims not bound after {timeout_s:.0f}s: {', '.join(waiting)}")
-        version = listing["metadata"]["resourceVersion"]
-        for event in kube.watch(path, query={"resourceVersion": version, "labelSelector": selector},
-                                timeout_s=max(1.0, remaining)):
-            obj = event.get("object") or {}
-            name = (obj.get("metadata") or {}).get("name")
-            if obj.get("kind") != "PersistentVolumeClaim" or (
-                    name in wanted and (obj.get("status") or {}).get("phase") == "Bound"):
-                break  # re-list: one more bound (or the watch expired)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+    existing = kube.get_or_none(ref.path)
+    # Objects built in code (the access objects) carry no hash: their name fixes their content.
+    wanted = (obj["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    found = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    if existing is not None and found == wanted and not existing["metadata"].get("deletionTimestamp"):
+        made.append(Made(ref, False, existing))  # a slurmctld restart re-ran the prolog: keep it
+        return
+    raise TemporaryError(f"{ref} exists with a different spec (hash {found}, want {wanted}); "
+                         "it will be replaced once the old one is removed")
+
+
+def _complete_binding(kube: Kube, made: list[Made]) -> None:
+    """Mark each claim bound once its volume (claimRef with the claim's UID) exists.
+
+    The scheduler takes a claim with a volumeName and the bind-completed annotation as bound,
+    so the Pod is placed at once. Marked at creation, the claim would race its volume: a PV
+    controller that sees the claim first declares it Lost and the Pod sits out a scheduler
+    back-off; left unmarked, binding waits for the controller's next resync. So the volume
+    is made visible first (a read at its resourceVersion returns only once the API server's
+    watch cache, which feeds every controller, holds it), then the claim is marked.
+    """
+    run_concurrently([partial(kube.request, "GET", item.ref.path, query={"resourceVersion": version})
+                      for item in made if item.ref.kind == "PersistentVolume"
+                      and (version := item.obj["metadata"].get("resourceVersion"))])
+    mark = {"metadata": {"annotations": {ANNOTATION_BIND_COMPLETED: "yes"}}}
+    run_concurrently([partial(kube.request, "PATCH", item.ref.path, body=mark, content_type="application/merge-patch+json")
+                      for item in made if item.ref.kind == "PersistentVolumeClaim"
+                      and ANNOTATION_BIND_COMPLETED not in (item.obj["metadata"].get("annotations") or {})])
 
 
 def attempt_selector(job_id: str, restart_count: int | None = None) -> str:

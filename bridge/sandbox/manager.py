@@ -37,6 +37,16 @@ def skbridge_bin(name: str = "skbridge") -> Path:
     return Path(sys.executable).parent / name
 
 
+def _ensure_reachable_by_job_users(path: Path, progress: ProgressFn) -> None:
+    """Batch steps run `skbridge attach` as the job's user: every folder above the virtualenv
+    must let others through (search permission only, nothing is made readable)."""
+    for parent in reversed(path.parents):
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+            progress(f"let job users reach {path} (o+x on {parent})")
+
+
 def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
     return {
         "nas": {
@@ -44,7 +54,8 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
             "shared_volumes": {"datasets": {"path": "shared/datasets", "read_only": True}},
         },
         "slurm": {"conf_path": str(layout.slurm_conf), "skbridge_path": str(skbridge_bin()),
-                  "attach_config_path": str(layout.bridge_config)},
+                  "attach_config_path": str(layout.bridge_config),
+                  "hook_socket_path": str(layout.run_dir / "hooks.sock")},
         "kubernetes": {
             "kubeconfig": str(layout.bridge_kubeconfig),
             "pod_template": str(resource_path("deploy/sandbox/sandbox-pod-template.yaml")),
@@ -101,6 +112,7 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
     daemons = Daemons(layout)
     bin_dir = k8s_build.ensure_built(progress)
     slurm_cluster.ensure_packages(progress)
+    _ensure_reachable_by_job_users(skbridge_bin(), progress)
     _write_bridge_config(layout)
     layout.slurm_dir.mkdir(parents=True, exist_ok=True)
     if slurm_cluster.write_config(layout, hooks=_write_hook_wrappers(layout)) and daemons.running("slurmctld"):

@@ -121,6 +121,7 @@ def make_watcher_run(sandbox: Sandbox, **overrides: str) -> WatcherRun:
         "SKBRIDGE_NAS__ROOT": str(root / "nas"),
         "SKBRIDGE_INGEST__JOURNAL_PATH": str(root / "journal.sqlite"),
         "SKBRIDGE_INGEST__LOCK_PATH": str(root / "watcher.lock"),
+        "SKBRIDGE_SLURM__HOOK_SOCKET_PATH": str(root / "hooks.sock"),  # slurmctld's hooks stay with the sandbox
         "SKBRIDGE_INGEST__POLL_INTERVAL_S": "0.2",
         "SKBRIDGE_INGEST__SETTLE_S": "0.5",
         "SKBRIDGE_INGEST__RETRY_INITIAL_S": "0.5",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ingest.launcher import insert_launcher
-from bridge.kubernetes.access import ensure_attach_identity
+from bridge.kubernetes.access import attach_identity
 from bridge.kubernetes.client import KubeRejected, load_client
 from bridge.kubernetes.objects import create_objects
 from bridge.kubernetes.render import render_job
@@ -146,8 +146,8 @@ def test_the_reaper_removes_what_a_killed_epilog_left(jobs: Jobs, sandbox: Sandb
     assert spec is not None, problems
     jobs.home("skbbob")
     rendered = render_job(jobs.settings, allocation, spec, job_script())
-    ensure_attach_identity(jobs.kube, jobs.namespace, allocation, rendered.names.pod)
-    create_objects(jobs.kube, rendered, jobs.namespace, [])
+    create_objects(jobs.kube, rendered, jobs.namespace, [],
+                   extra=attach_identity(jobs.namespace, allocation, rendered.names.pod))
     assert len(jobs.objects(job_id)) >= 4
     time.sleep(3 * jobs.settings.ingest.reaper_interval_s)
     assert len(jobs.objects(job_id)) >= 4, "the reaper leaves a live job's objects alone"

@@ -52,9 +52,12 @@ def test_claims_bind_pairwise_and_users_never_share(jobs: Jobs) -> None:
         names = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
         assert names, "the Pod mounts the owner's NAS folder through a claim"
         for name in names:
-            pvc = jobs.kube.request("GET", f"/api/v1/namespaces/{jobs.namespace}/persistentvolumeclaims/{name}")
+            claim_path = f"/api/v1/namespaces/{jobs.namespace}/persistentvolumeclaims/{name}"
+            wait_for(lambda path=claim_path: jobs.kube.request("GET", path)["status"].get("phase") == "Bound",  # type: ignore[misc]
+                     timeout_s=30, what=f"claim {name} Bound")
+            pvc = jobs.kube.request("GET", claim_path)
             pv = jobs.kube.request("GET", f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")
-            assert pvc["status"]["phase"] == "Bound" and pv["status"]["phase"] == "Bound"
+            assert pv["status"]["phase"] == "Bound" and pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
             assert pv["spec"]["claimRef"]["name"] == name and pv["spec"]["claimRef"]["namespace"] == jobs.namespace
             claims[(user, name)] = pv["spec"]["hostPath"]["path"]
     alice_paths = {path for (user, _), path in claims.items() if user == "skbalice"}

@@ -1,0 +1,169 @@
+"""The hooks' warm runner: the watcher daemon runs prologs and epilogs for slurmctld.
+
+slurmctld starts a fresh process per hook and job. Python start-up and the imports of
+pydantic, structlog, Jinja2 and the Kubernetes client cost ~0.3 s of CPU each time, which
+is most of the prolog's wall time and, when many short jobs start together, the largest
+load on the controller host. The watcher already runs on that host with those modules
+loaded, so it listens on a root-only Unix socket; the hook entry points (`fastpath`, which
+imports only the standard library) hand it the job id and exit with the code it answers.
+
+Nothing depends on the server being there: when the socket is missing, refuses, or drops
+the connection before answering, the entry point runs the hook itself. Hooks are
+idempotent, so a hook cut off by a watcher restart is simply run again.
+
+Protocol: one JSON line each way. {"hook": "prolog"|"epilog"|"ping", "job_id": "123"} ->
+{"exit_code": N}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import socketserver
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bridge.hooks.prolog import client_startup_s
+from bridge.log import get_logger, log_stream
+from bridge.settings import Settings
+
+log = get_logger(component="hook-server")
+
+MAX_REQUEST_BYTES = 4096
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+class HookServer:
+    """Serve hook requests on `path` from threads until `close()`."""
+
+    def __init__(self, settings: Settings, path: Path) -> None:
+        self._settings = settings
+        self._path = path
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._thread: threading.Thread | None = None
+        self._hook_log: Any = None
+        self._inode = 0
+
+    def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if _answers(self._path):
+            raise OSError(f"another process already serves {self._path}")
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()  # a stale socket from a killed daemon
+        handler = _handler_for(self._serve)
+        # The socket is created with mode 0600 (umask), never briefly open to everyone.
+        old_umask = os.umask(0o177)
+        try:
+            server = socketserver.ThreadingUnixStreamServer(str(self._path), handler)
+        finally:
+            os.umask(old_umask)
+        server.daemon_threads = False  # close() waits for hooks in progress
+        self._server = server
+        self._inode = os.stat(self._path).st_ino
+        self._hook_log = _open_append(self._settings.hook_log_path)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
+                                        name="hook-server", daemon=True)
+        self._thread.start()
+        log.info("serving hooks", socket=str(self._path))
+
+    def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()  # joins the request threads
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self._path).st_ino == self._inode:  # still ours, not a successor's
+                self._path.unlink()
+        if self._hook_log is not None:
+            self._hook_log.close()
+        self._server = None
+
+    def _serve(self, request: dict[str, Any]) -> int:
+        from bridge.hooks.entry import run_hook_body
+
+        hook = request.get("hook")
+        if hook == "ping":
+            return 0
+        job_id = str(request.get("job_id") or "")
+        body = _bodies().get(str(hook))
+        if body is None or not job_id.isdigit():
+            raise ValueError(f"bad request {request!r}")
+        startup = request.get("client_startup_s")
+        token = client_startup_s.set(float(startup) if isinstance(startup, (int, float)) else None)
+        try:
+            # The hook's lines go to the hooks' log, as when slurmctld runs it as a process.
+            with log_stream(self._hook_log):
+                return run_hook_body(str(hook), body, self._settings, job_id, served_by="watcher")
+        finally:
+            client_startup_s.reset(token)
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _bodies() -> dict[str, Callable[[Settings, str], int]]:
+    from bridge.hooks.epilog import run_epilog
+    from bridge.hooks.prolog import run_prolog
+
+    return {"prolog": run_prolog, "epilog": run_epilog}
+
+
+
+def _open_append(path: Path) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", encoding="utf-8", buffering=1)
+
+
+def _handler_for(serve: Callable[[dict[str, Any]], int]) -> type[socketserver.StreamRequestHandler]:
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            peer = _peer_uid(self.connection)
+            if peer != os.geteuid():
+                log.warning("refused hook request", peer_uid=peer)
+                return
+            line = self.rfile.readline(MAX_REQUEST_BYTES)
+            try:
+                code = serve(json.loads(line))
+            except (ValueError, TypeError) as exc:
+                log.warning("bad hook request", error=str(exc))
+                return  # no answer: the client runs the hook itself
+            with contextlib.suppress(OSError):  # slurmctld may have given up on the hook
+                self.wfile.write(json.dumps({"exit_code": code}).encode("utf-8") + b"\n")
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serving_hooks(settings: Settings) -> Iterator[HookServer | None]:
+    """Run a HookServer for the duration of the block when a socket path is configured."""
+    path = settings.slurm.hook_socket_path
+    if path is None:
+        yield None
+        return
+    server = HookServer(settings, path)
+    try:
+        server.start()
+    except OSError as exc:
+        log.warning("cannot serve hooks; slurmctld will run them as processes", socket=str(path), error=str(exc))
+        yield None
+        return
+    try:
+        yield server
+    finally:
+        server.close()
