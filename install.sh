@@ -162,7 +162,9 @@ if [ "$no_systemd" = 0 ] && command -v systemctl >/dev/null && [ -d /run/systemd
   run install -m 0644 "$SRC/systemd/skbridge-watcher.service" "$UNIT_DIR/skbridge-watcher.service"
   record "$UNIT_DIR/skbridge-watcher.service"
   run systemctl daemon-reload
-  run systemctl enable --now skbridge-watcher.service
+  run systemctl enable skbridge-watcher.service
+  # restart, not just start: the watcher also runs the Slurm hooks, so an upgrade must reach it.
+  run systemctl restart skbridge-watcher.service
 else
   say "systemd not running here: start the watcher yourself with: $PREFIX/bin/skbridge watch"
 fi

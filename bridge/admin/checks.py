@@ -322,6 +322,19 @@ def _watcher(ctx: Context) -> str:
     raise Failed("no watcher holds its lock", "systemctl restart skbridge-watcher; journalctl -u skbridge-watcher")
 
 
+@check("watcher", "the watcher runs the Slurm hooks warm")
+def _hook_socket(ctx: Context) -> str:
+    from bridge.hooks.server import ping
+
+    path = ctx.s.slurm.hook_socket_path
+    if path is None:
+        raise Skipped("slurm.hook_socket_path is null: the hooks run as their own processes (~0.3 s more per job)")
+    if not ping(path):
+        raise Failed(f"nothing answers on {path}: the hooks fall back to running as processes",
+                     "systemctl restart skbridge-watcher; journalctl -u skbridge-watcher")
+    return f"answers on {path}"
+
+
 # -- e2e --------------------------------------------------------------------------------------
 
 HELLO = """#!/bin/bash

@@ -107,6 +107,19 @@ class HookServer:
             client_startup_s.reset(token)
 
 
+def ping(path: Path) -> bool:
+    """True when a hook server answers on `path` (for `skbridge test-suite`)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5.0)
+            conn.connect(str(path))
+            conn.sendall(b'{"hook": "ping"}\n')
+            answer = conn.makefile("rb").readline()
+        return bool(answer) and json.loads(answer).get("exit_code") == 0
+    except (OSError, ValueError):
+        return False
+
+
 def _answers(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1.0)

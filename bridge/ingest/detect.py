@@ -19,10 +19,19 @@ from typing import Any
 
 from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from bridge.log import get_logger
 
 log = get_logger(component="detect")
+
+# watchdog holds every IN_MOVED_FROM for this long to pair it with its IN_MOVED_TO, and every
+# later event of the folder waits behind it (watchdog issue #390). Each claim (submit/ ->
+# processing/) is such a move, so at watchdog's 0.5 s the next file's hint came ~0.3 s late
+# on average. The kernel queues both halves of a rename together, and watchdog's reader puts
+# them in one pass, so 20 ms still pairs every rename in submit/.
+MOVE_PAIRING_S = 0.02
+InotifyMoveEventGrouper.delay = MOVE_PAIRING_S
 
 # Names writers use while a file is incomplete: dot-files (rsync's .NAME.XXXXXX, NFS's
 # .nfsXXXX, editors' swap files), partial downloads, backups.

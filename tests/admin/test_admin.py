@@ -137,6 +137,8 @@ def test_each_check_fails_with_its_hint_when_its_part_is_broken(sandbox: Sandbox
     code, results = run_test_suite(sandbox, "--only", "watcher")
     watcher = results["the watcher service is running"]
     assert code == 1 and watcher["outcome"] == "FAIL" and "systemctl" in watcher["hint"]
+    hooks = results["the watcher runs the Slurm hooks warm"]
+    assert hooks["outcome"] == "FAIL" and "fall back" in hooks["detail"] and "systemctl" in hooks["hint"]
 
     # munged stopped (last: Slurm needs it for everything).
     Daemons(sandbox.layout).stop("munged")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from bridge.ingest.detect import SubmitScanner, is_ignored_name
+from bridge.ingest.detect import InotifyHint, SubmitScanner, is_ignored_name
 
 
 class FakeFolder:
@@ -93,3 +95,32 @@ def test_vanished_files_are_forgotten() -> None:
     assert scanner.scan() == [b"a.sh"]
     del folder.files[b"a.sh"]
     assert scanner.scan() == []
+
+
+def test_real_inotify_pairs_renames_in_after_a_claim_moved_one_out(tmp_path: Path) -> None:
+    # With watchdog's move pairing shortened, a rename into submit/ must still arrive as one
+    # move (a hint), also right after a claim moved another file out (an unpaired move).
+    submit, processing = tmp_path / "submit", tmp_path / "processing"
+    submit.mkdir()
+    processing.mkdir()
+    scanner = SubmitScanner(submit, settle_s=3600.0)
+    wake = threading.Event()
+    hint = InotifyHint(submit, scanner, wake)
+    assert hint.start()
+    try:
+        for index in range(5):
+            (submit / "claimed.sh").write_text("x")
+            (submit / "claimed.sh").rename(processing / f"claimed-{index}.sh")
+            staging = submit / f".job{index}.sh.part"
+            staging.write_text("#!/bin/bash\n")
+            staging.rename(submit / f"job{index}.sh")
+            deadline = time.monotonic() + 10
+            ready: list[bytes] = []
+            while f"job{index}.sh".encode() not in ready and time.monotonic() < deadline:
+                wake.wait(0.1)
+                wake.clear()
+                ready = scanner.scan()
+            assert f"job{index}.sh".encode() in ready, "the rename was not reported as a move"
+            (submit / f"job{index}.sh").rename(processing / f"job{index}.sh")
+    finally:
+        hint.stop()
