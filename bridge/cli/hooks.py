@@ -7,9 +7,6 @@ from pathlib import Path
 
 import typer
 
-from bridge.errors import BridgeError
-from bridge.settings import load_settings
-
 hook_app = typer.Typer(
     help="Run a Slurm hook by hand (slurmctld runs them as skbridge-prolog-slurmctld / skbridge-epilog-slurmctld).",
     no_args_is_help=True,
@@ -47,11 +44,6 @@ def attach(config: Path | None = ConfigOption) -> None:
     Streams the job's Pod log to stdout, so it lands in the job's --output file, and exits
     with the Pod's exit code. If the bridge rejected the job, prints why and exits 1.
     """
-    from bridge.hooks.attach import attach_main
+    from bridge.hooks.attach import attach_command
 
-    try:
-        settings = load_settings(config)
-    except BridgeError as exc:
-        typer.echo(f"skbridge attach: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    raise typer.Exit(attach_main(settings))
+    raise typer.Exit(attach_command(config))

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
@@ -159,3 +160,15 @@ def attach_main(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     return run_attach(settings, job_id, user, restart)
+
+
+def attach_command(config: Path | None) -> int:
+    """`skbridge attach [--config FILE]`: load the settings, then follow the job's Pod."""
+    from bridge.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+    except BridgeError as exc:
+        print(f"skbridge attach: {exc}", file=sys.stderr)
+        return 2
+    return attach_main(settings)
