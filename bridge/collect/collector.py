@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.collect.results import read_status, write_atomic, write_file_as
+from bridge.collect.results import read_status, write_atomic
 from bridge.kubernetes.client import Kube, KubeError
 from bridge.kubernetes.objects import object_path
 from bridge.kubernetes.render import HOME_MOUNT_PATH
@@ -38,6 +38,9 @@ class Collected:
     exit_code: int | None = None
     pod_phase: str | None = None
     pod: dict[str, Any] | None = None
+    # Files to write into the job's results folder, by name: written by the user's identity
+    # in one go (`write_documents`) with the rest, since every switch to the user is a fork.
+    documents: dict[str, bytes] = field(default_factory=dict)
 
 
 def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -49,7 +52,8 @@ def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def collect_pod(kube: Kube, namespace: str, pod_name: str, job_dir: Path, uid: int, gid: int) -> Collected:
+def collect_pod(kube: Kube, namespace: str, pod_name: str) -> Collected:
+    """Read the Pod's final object, log and events (as root, through the bridge's credentials)."""
     out = Collected()
     pod = kube.get_or_none(object_path("Pod", pod_name, namespace))
     out.pod = pod
@@ -60,16 +64,14 @@ def collect_pod(kube: Kube, namespace: str, pod_name: str, job_dir: Path, uid: i
     terminated = terminated_state(pod)
     if terminated is not None:
         out.exit_code = int(terminated.get("exitCode", 0))
-    write_file_as(job_dir / "pod.json", _json(pod), uid, gid)
-    out.files.append("pod.json")
+    out.documents["pod.json"] = _json(pod)
     try:
         log_text = kube.request_text("GET", object_path("Pod", pod_name, namespace) + "/log",
                                      query={"container": "job", "limitBytes": 64 * 2**20})
     except KubeError as exc:
         log_text = ""
         out.notes.append(f"Pod log unavailable: {exc}")
-    write_file_as(job_dir / "pod.log", log_text.encode("utf-8"), uid, gid)
-    out.files.append("pod.log")
+    out.documents["pod.log"] = log_text.encode("utf-8")
     try:
         events = kube.request("GET", f"/api/v1/namespaces/{namespace}/events",
                               query={"fieldSelector": f"involvedObject.name={pod_name}"})
@@ -77,9 +79,15 @@ def collect_pod(kube: Kube, namespace: str, pod_name: str, job_dir: Path, uid: i
     except KubeError as exc:
         items = []
         out.notes.append(f"events unavailable: {exc}")
-    write_file_as(job_dir / "events.json", _json(items), uid, gid)
-    out.files.append("events.json")
+    out.documents["events.json"] = _json(items)
+    out.files += list(out.documents)
     return out
+
+
+def write_documents(job_dir: Path, documents: dict[str, bytes]) -> None:
+    """Run as the user: write what `collect_pod` read into the job's results folder."""
+    for name, data in documents.items():
+        write_atomic(job_dir / name, data)
 
 
 def host_path_of(settings: Settings, user: str, container_path: str) -> Path | None:

@@ -20,8 +20,8 @@ from typing import Any
 
 import structlog
 
-from bridge.collect.collector import collect_pod, write_checksums
-from bridge.collect.results import ensure_results_dir, run_as_user, write_file_as
+from bridge.collect.collector import collect_pod, write_checksums, write_documents
+from bridge.collect.results import ensure_results_dir, run_as_user
 from bridge.errors import BridgeError, TemporaryError
 from bridge.kubernetes.client import Kube
 from bridge.kubernetes.objects import KIND_ORDER, ObjectRef, collection_path, delete_objects, wait_gone
@@ -123,12 +123,17 @@ def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: 
     if (job_dir / "summary.json").exists():
         return  # the epilog collected; only its teardown was missing
     pod = sorted(job.pods)[-1]
-    collected = collect_pod(kube, settings.kubernetes.namespace, pod, job_dir, uid, gid)
+    collected = collect_pod(kube, settings.kubernetes.namespace, pod)
     summary = {"job_id": job.job_id, "user": job.user, "pod": pod, "pod_phase": collected.pod_phase,
                "exit_code": collected.exit_code, "collected_by": "reaper", "reason": reason,
                "notes": collected.notes}
-    write_file_as(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n", uid, gid)
-    run_as_user(uid, gid, lambda: write_checksums(job_dir))
+    collected.documents["summary.json"] = json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n"
+
+    def finish_as_user() -> None:
+        write_documents(job_dir, collected.documents)
+        write_checksums(job_dir)
+
+    run_as_user(uid, gid, finish_as_user)
     log.info("collected what the epilog left", results_dir=str(job_dir))
 
 

@@ -102,10 +102,13 @@ def write_file_as(path: Path, data: bytes, uid: int, gid: int, mode: int = 0o640
 
 
 def record_status(job_dir: Path, uid: int, gid: int, *, state: str, reason: str, attempt: int,
-                  details: dict[str, Any] | None = None) -> None:
-    """Append this attempt's outcome; `attach` reads the last entry to explain a rejection."""
+                  details: dict[str, Any] | None = None, also_write: dict[str, bytes] | None = None) -> None:
+    """Append this attempt's outcome; `attach` reads the last entry to explain a rejection.
+    `also_write` files go into the job folder in the same switch to the user (one fork)."""
 
     def update() -> None:
+        for name, data in (also_write or {}).items():
+            write_atomic(job_dir / name, data)
         history: list[dict[str, Any]] = []
         previous = read_status(job_dir) or {}
         if isinstance(previous.get("attempts"), list):
@@ -124,7 +127,3 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def remove_file_as(path: Path, uid: int, gid: int) -> None:
-    run_as_user(uid, gid, lambda: path.unlink(missing_ok=True))

@@ -20,8 +20,9 @@ from bridge.collect.collector import (
     copy_results,
     host_path_of,
     write_checksums,
+    write_documents,
 )
-from bridge.collect.results import ensure_results_dir, read_status, remove_file_as, run_as_user, write_file_as
+from bridge.collect.results import ensure_results_dir, read_status, run_as_user, write_atomic
 from bridge.errors import BridgeError
 from bridge.hooks.prolog import is_bridge_script
 from bridge.ingest.jobfile import parse_job_text
@@ -71,23 +72,31 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
         ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod
     structlog.contextvars.bind_contextvars(pod=pod_name)
     try:
-        collected = collect_pod(kube, settings.kubernetes.namespace, str(pod_name), job_dir, uid, gid)
+        collected = collect_pod(kube, settings.kubernetes.namespace, str(pod_name))
     except BridgeError as exc:
         collected = Collected(notes=[f"Kubernetes unavailable while collecting: {exc}"])
     spec, _problems = parse_job_text(script, settings.policy, settings.nas, owner=allocation.user) if script else (None, [])
+    host = None
     if spec is not None and spec.results:
         host = host_path_of(settings, allocation.user, spec.results)
         if host is None:
             collected.notes.append(f"#K8S_RESULTS={spec.results} is not under the NAS mount; nothing copied")
-        else:
-            files, notes = run_as_user(uid, gid, lambda: copy_results(host, job_dir / RESULTS_SUBDIR))
+
+    def finish_as_user() -> dict[str, Any]:
+        # One switch to the user for everything written: each switch is a fork of this process.
+        write_documents(job_dir, collected.documents)
+        if host is not None:
+            files, notes = copy_results(host, job_dir / RESULTS_SUBDIR)
             collected.files += [f"{RESULTS_SUBDIR}/{name}" for name in files]
             collected.notes += notes
-    summary = build_summary(settings, allocation, spec, collected, job_dir)
-    write_file_as(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n", uid, gid)
-    remove_file_as(job_dir / ATTACH_KUBECONFIG, uid, gid)  # the Pod is going: so is the credential
-    sums = run_as_user(uid, gid, lambda: write_checksums(job_dir))
-    log.info("collected", results_dir=str(job_dir), files=len(sums), exit_code=collected.exit_code, notes=collected.notes)
+        summary = build_summary(settings, allocation, spec, collected, job_dir)
+        write_atomic(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
+        (job_dir / ATTACH_KUBECONFIG).unlink(missing_ok=True)  # the Pod is going: so is the credential
+        return {"files": len(write_checksums(job_dir)), "notes": collected.notes}
+
+    done = run_as_user(uid, gid, finish_as_user)
+    log.info("collected", results_dir=str(job_dir), files=done["files"], exit_code=collected.exit_code,
+             notes=done["notes"])
 
 
 def build_summary(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from bridge.collect.results import ensure_results_dir, record_status, write_file_as
+from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.hooks.fastpath import process_age_s
 from bridge.ingest.jobfile import parse_job_text
@@ -174,9 +174,9 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     record_status(job_dir, allocation.uid, allocation.gid, state="running", reason="", attempt=allocation.restart_count,
                   details={"pod": rendered.names.pod, "node": node.node, "cpus": node.cpus,
                            "memory_mib": node.memory_mib, "gpus": node.gpus, "gpu_type": node.gpu_type,
-                           "gpu_indices": list(node.gpu_indices)})
-    # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
-    write_file_as(job_dir / "manifest.yaml", rendered.manifest_yaml.encode("utf-8"), allocation.uid, allocation.gid)
+                           "gpu_indices": list(node.gpu_indices)},
+                  # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
+                  also_write={"manifest.yaml": rendered.manifest_yaml.encode("utf-8")})
     return EXIT_OK
 
 
