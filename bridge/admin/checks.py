@@ -23,6 +23,7 @@ from bridge.admin.slurm_conf import check_conf, parse_conf
 from bridge.errors import BridgeError
 from bridge.ingest.layout import nas_folders
 from bridge.settings import Settings, load_settings
+from bridge.waiting import poll
 
 Outcome = Literal["PASS", "FAIL", "SKIP"]
 GROUPS = ("config", "nas", "slurm", "kubernetes", "watcher", "e2e")
@@ -350,13 +351,10 @@ echo "hello from the slurm-k8s-bridge test suite"
 
 
 def _poll(what: str, timeout_s: float, probe: Callable[[], Any], hint: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise Failed(f"timed out after {timeout_s:.0f}s waiting for {what}", hint)
+    found = poll(probe, timeout_s=timeout_s, interval_s=0.25)
+    if not found:
+        raise Failed(f"timed out after {timeout_s:.0f}s waiting for {what}", hint)
+    return found
 
 
 @check("e2e", "a hello job goes drop → Slurm → Pod → results")

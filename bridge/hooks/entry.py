@@ -12,15 +12,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from bridge.hooks.fastpath import certainly_not_bridge_job, delegate_to_watcher
+from bridge.hooks.fastpath import settle_here
 
 if TYPE_CHECKING:
     from bridge.settings import Settings
 
 
-def _open_log(settings: Settings) -> object:
+def open_hook_log(settings: Settings) -> Any:
     path = Path(settings.hook_log_path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,17 +59,14 @@ def run_hook(name: str, body: Callable[[Settings, str], int], job_id: str | None
     except BridgeError as exc:
         print(f"skbridge {name}: {exc}", file=sys.stderr)
         return 1
-    configure_logging(settings.log_level, stream=_open_log(settings))
+    configure_logging(settings.log_level, stream=open_hook_log(settings))
     return run_hook_body(name, body, settings, job_id, served_by="process")
 
 
 def _main(name: str) -> None:
-    job_id = os.environ.get("SLURM_JOB_ID", "")
-    if certainly_not_bridge_job(job_id):
-        sys.exit(0)
-    answered = delegate_to_watcher(name, job_id)
-    if answered is not None:
-        sys.exit(answered)
+    settled = settle_here(name, os.environ.get("SLURM_JOB_ID", ""))
+    if settled is not None:
+        sys.exit(settled)
     if name == "prolog":
         from bridge.hooks.prolog import run_prolog as body
     else:

@@ -24,7 +24,7 @@ from bridge.collect.collector import (
 )
 from bridge.collect.results import ensure_results_dir, read_status, run_as_user, write_atomic
 from bridge.errors import BridgeError
-from bridge.hooks.prolog import is_bridge_script
+from bridge.hooks.fastpath import is_bridge_script
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
 from bridge.kubernetes.access import ATTACH_KUBECONFIG, access_selector

@@ -39,11 +39,15 @@ def _slurm_section() -> dict[str, Any]:
     return section
 
 
-def certainly_not_bridge_job(job_id: str) -> bool:
+def is_bridge_script(script: str) -> bool:
+    """Cheap test before any parsing: a bridge job names its image in the header."""
+    return any(line.startswith("#K8S_IMAGE=") for line in script.splitlines())
+
+
+def certainly_not_bridge_job(job_id: str, slurm: dict[str, Any]) -> bool:
     """True only when the job's script was read and names no #K8S_IMAGE."""
     if not job_id.isdigit():
         return False
-    slurm = _slurm_section()
     bin_dir = str(slurm.get("bin_dir") or "/usr/bin")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}
     if slurm.get("conf_path"):
@@ -53,9 +57,21 @@ def certainly_not_bridge_job(job_id: str) -> bool:
                              capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    if out.returncode != 0 or not out.stdout:
-        return False
-    return not any(line.startswith("#K8S_IMAGE=") for line in out.stdout.splitlines())
+    return out.returncode == 0 and bool(out.stdout) and not is_bridge_script(out.stdout)
+
+
+def settle_here(hook: str, job_id: str) -> int | None:
+    """What the hook program does before any heavy import: the exit code when the watcher ran
+    the hook or the job is not the bridge's; None when this process must run the hook itself.
+
+    The watcher is asked first: it reads the job script anyway, so a bridge job's script is
+    read once, and its answer covers plain jobs too.
+    """
+    slurm = _slurm_section()
+    answered = delegate_to_watcher(hook, job_id, _socket_path(slurm))
+    if answered is not None:
+        return answered
+    return 0 if certainly_not_bridge_job(job_id, slurm) else None
 
 
 def process_age_s() -> float:
@@ -69,29 +85,30 @@ def process_age_s() -> float:
         return 0.0
 
 
-def hook_socket_path() -> Path | None:
+def _socket_path(slurm: dict[str, Any]) -> Path | None:
     """The watcher's hook socket named by the config (`slurm.hook_socket_path`; null = none)."""
-    section = _slurm_section()
-    if "hook_socket_path" not in section:
-        return DEFAULT_HOOK_SOCKET
-    value = section["hook_socket_path"]
-    return Path(str(value)) if value not in (None, "", "null", "None") else None
+    value = slurm.get("hook_socket_path", DEFAULT_HOOK_SOCKET)
+    return Path(str(value)) if value else None
 
 
-def delegate_to_watcher(hook: str, job_id: str) -> int | None:
+def delegate_to_watcher(hook: str, job_id: str, path: Path | None) -> int | None:
     """Have the watcher run the hook (see `bridge.hooks.server`); None: run it here instead.
 
     No timeout: slurmctld bounds the hook with PrologEpilogTimeout, and the hook's own
     deadlines lie below it. A watcher that goes away mid-hook closes the socket, and the
     hook then runs here again from the start, which its idempotence allows.
     """
-    path = hook_socket_path()
     if path is None or not job_id.isdigit():
         return None
+    return ask_hook_server(path, {"hook": hook, "job_id": job_id, "client_startup_s": round(process_age_s(), 4)})
+
+
+def ask_hook_server(path: Path, request: dict[str, Any], *, timeout_s: float | None = None) -> int | None:
+    """One request to the hook server on `path`: its exit code, or None when nobody answered."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout_s)
             conn.connect(str(path))
-            request = {"hook": hook, "job_id": job_id, "client_startup_s": round(process_age_s(), 4)}
             conn.sendall(json.dumps(request).encode("utf-8") + b"\n")
             answer = conn.makefile("rb").readline()
         code = json.loads(answer)["exit_code"] if answer else None

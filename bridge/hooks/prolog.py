@@ -19,7 +19,7 @@ import structlog
 
 from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
-from bridge.hooks.fastpath import process_age_s
+from bridge.hooks.fastpath import is_bridge_script, process_age_s
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
 from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
@@ -66,11 +66,6 @@ class PrologTimings:
         now = time.perf_counter()
         self.marks[name] = round(self.marks.get(name, 0.0) + now - self._last, 4)
         self._last = now
-
-
-def is_bridge_script(script: str) -> bool:
-    """Cheap test before any parsing: a bridge job names its image in the header."""
-    return any(line.startswith("#K8S_IMAGE=") for line in script.splitlines())
 
 
 def run_prolog(settings: Settings, job_id: str) -> int:

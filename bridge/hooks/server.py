@@ -23,11 +23,14 @@ import os
 import socket
 import socketserver
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bridge.hooks.entry import open_hook_log, run_hook_body
+from bridge.hooks.fastpath import ask_hook_server
 from bridge.hooks.prolog import client_startup_s
 from bridge.log import get_logger, log_stream
 from bridge.settings import Settings
@@ -55,7 +58,7 @@ class HookServer:
 
     def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        if _answers(self._path):
+        if ping(self._path):
             raise OSError(f"another process already serves {self._path}")
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()  # a stale socket from a killed daemon
@@ -69,7 +72,7 @@ class HookServer:
         server.daemon_threads = False  # close() waits for hooks in progress
         self._server = server
         self._inode = os.stat(self._path).st_ino
-        self._hook_log = _open_append(self._settings.hook_log_path)
+        self._hook_log = open_hook_log(self._settings)
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="hook-server", daemon=True)
         self._thread.start()
@@ -83,13 +86,11 @@ class HookServer:
         with contextlib.suppress(FileNotFoundError):
             if os.stat(self._path).st_ino == self._inode:  # still ours, not a successor's
                 self._path.unlink()
-        if self._hook_log is not None:
+        if self._hook_log not in (None, sys.stderr):
             self._hook_log.close()
         self._server = None
 
     def _serve(self, request: dict[str, Any]) -> int:
-        from bridge.hooks.entry import run_hook_body
-
         hook = request.get("hook")
         if hook == "ping":
             return 0
@@ -108,26 +109,8 @@ class HookServer:
 
 
 def ping(path: Path) -> bool:
-    """True when a hook server answers on `path` (for `skbridge test-suite`)."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(5.0)
-            conn.connect(str(path))
-            conn.sendall(b'{"hook": "ping"}\n')
-            answer = conn.makefile("rb").readline()
-        return bool(answer) and json.loads(answer).get("exit_code") == 0
-    except (OSError, ValueError):
-        return False
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
+    """True when a hook server answers on `path` (for `skbridge test-suite`, and before taking a path)."""
+    return ask_hook_server(path, {"hook": "ping"}, timeout_s=5.0) == 0
 
 
 def _bodies() -> dict[str, Callable[[Settings, str], int]]:
@@ -136,11 +119,6 @@ def _bodies() -> dict[str, Callable[[Settings, str], int]]:
 
     return {"prolog": run_prolog, "epilog": run_epilog}
 
-
-
-def _open_append(path: Path) -> Any:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("a", encoding="utf-8", buffering=1)
 
 
 def _handler_for(serve: Callable[[dict[str, Any]], int]) -> type[socketserver.StreamRequestHandler]:

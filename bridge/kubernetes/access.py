@@ -14,7 +14,7 @@ from typing import Any
 from bridge.collect.results import write_file_as
 from bridge.kubernetes.client import Kube
 from bridge.kubernetes.kubeconfig import render_kubeconfig
-from bridge.kubernetes.render import LABEL_MANAGED_BY, MANAGED_BY, ObjectNames
+from bridge.kubernetes.render import LABEL_MANAGED_BY, MANAGED_BY, ObjectNames, stamp_spec_hash
 from bridge.slurm.jobinfo import JobAllocation
 
 LABEL_ACCESS_FOR_JOB = "skbridge.io/access-for-job"
@@ -39,18 +39,20 @@ def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) ->
     name = access_name(pod_name)
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ACCESS_FOR_JOB: allocation.job_id,
               "slurm.job-id": allocation.job_id, "slurm.restart-count": str(allocation.restart_count)}
-    meta = {"name": name, "namespace": namespace, "labels": labels}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+    def meta() -> dict[str, Any]:
+        return {"name": name, "namespace": namespace, "labels": dict(labels)}
+
+    return [stamp_spec_hash(obj) for obj in (
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(), "automountServiceAccountToken": False},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(),
          "rules": [
              {"apiGroups": [""], "resources": ["pods"], "resourceNames": [pod_name], "verbs": ["get", "watch"]},
              {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": [pod_name], "verbs": ["get"]},
          ]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
-    ]
+    )]
 
 
 def issue_attach_token(

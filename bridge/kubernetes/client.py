@@ -101,19 +101,13 @@ class Kube:
     def watch(self, path: str, *, query: dict[str, Any], timeout_s: float) -> Iterator[dict[str, Any]]:
         """Yield watch events ({"type", "object"}) until the server ends the stream."""
         params = {**query, "watch": "true", "timeoutSeconds": max(1, int(timeout_s)), "allowWatchBookmarks": "false"}
-        response = self._call("GET", path, query=params, read_timeout_s=timeout_s + 5)
-        try:
-            buffer = b""
-            for chunk in response.response.stream(4096, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(f"watch of {path} broke: {exc}", status=0) from exc
-        finally:
-            response.response.release_conn()
+        buffer = b""
+        for chunk in self.stream_lines(path, query=params, read_timeout_s=timeout_s + 5):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
 
     def _call(
         self,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 
 from kubernetes import client
 
 from bridge.errors import TemporaryError
 from bridge.kubernetes.kubeconfig import write_kubeconfig
+from bridge.waiting import poll
 
 BRIDGE_NAMESPACE = "slurm-bridge"
 BRIDGE_TOKEN_SECRET = "skbridge-token"  # noqa: S105 - a Secret name, not a secret
@@ -18,18 +18,14 @@ BRIDGE_TOKEN_SECRET = "skbridge-token"  # noqa: S105 - a Secret name, not a secr
 def read_bridge_token(api: client.ApiClient, *, namespace: str = BRIDGE_NAMESPACE, timeout_s: float = 60.0) -> str:
     """Wait for the token controller to fill the bridge's token Secret and return the token."""
     core = client.CoreV1Api(api)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        secret = core.read_namespaced_secret(BRIDGE_TOKEN_SECRET, namespace)
-        token = (secret.data or {}).get("token")
-        if token:
-            return base64.b64decode(token).decode("ascii")
-        if time.monotonic() > deadline:
-            raise TemporaryError(
-                f"secret {namespace}/{BRIDGE_TOKEN_SECRET} has no token after {timeout_s:.0f}s; "
-                "is kube-controller-manager running with --service-account-private-key-file?"
-            )
-        time.sleep(0.5)
+    token = poll(lambda: (core.read_namespaced_secret(BRIDGE_TOKEN_SECRET, namespace).data or {}).get("token"),
+                 timeout_s=timeout_s, interval_s=0.5)
+    if not token:
+        raise TemporaryError(
+            f"secret {namespace}/{BRIDGE_TOKEN_SECRET} has no token after {timeout_s:.0f}s; "
+            "is kube-controller-manager running with --service-account-private-key-file?"
+        )
+    return base64.b64decode(token).decode("ascii")
 
 
 def write_bridge_kubeconfig(api: client.ApiClient, path: Path, *, namespace: str = BRIDGE_NAMESPACE) -> None:

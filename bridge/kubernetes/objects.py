@@ -128,8 +128,7 @@ def _create_one(kube: Kube, obj: dict[str, Any], namespace: str, made: list[Made
         if exc.status != 409:
             raise
     existing = kube.get_or_none(ref.path)
-    # Objects built in code (the access objects) carry no hash: their name fixes their content.
-    wanted = (obj["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    wanted = obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
     found = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
     if existing is not None and found == wanted and not existing["metadata"].get("deletionTimestamp"):
         made.append(Made(ref, False, existing))  # a slurmctld restart re-ran the prolog: keep it

@@ -136,8 +136,12 @@ def _template_line(tb: TracebackType | None) -> tuple[str, int] | None:
     return where
 
 
-def _spec_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def stamp_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Annotate `obj` with a hash of its content: a re-run of the prolog that meets an object of
+    the same name (409) keeps it only when the hash matches."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    obj.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = digest
+    return obj
 
 
 def render_job(
@@ -196,8 +200,7 @@ def render_job(
         rendered_line = f" (rendered line {mark.line + 1}: {text.splitlines()[mark.line]!r})" if mark else ""
         raise ConfigError(f"{path}: rendered template is not valid YAML{rendered_line}: {exc}") from exc
     for obj in objects:
-        metadata = obj.setdefault("metadata", {})
-        metadata.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = _spec_hash(obj)
+        stamp_spec_hash(obj)
     if sum(1 for obj in objects if obj.get("kind") == "Pod") != 1:
         raise ConfigError(f"{path}: the template must render exactly one Pod")
     return RenderedJob(names=names, objects=objects, manifest_yaml=text)

@@ -15,6 +15,7 @@ from bridge.resources import resource_path
 from bridge.sandbox import k8s_build
 from bridge.sandbox.layout import SandboxLayout
 from bridge.settings import load_settings
+from bridge.waiting import poll
 
 DEMO_USER = "skbdemo"
 DEMO_UID = 1600
@@ -32,13 +33,10 @@ def ensure_demo_user() -> pwd.struct_passwd:
 
 
 def _wait(check: Callable[[], object], what: str, timeout_s: float) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise TemporaryError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    found = poll(check, timeout_s=timeout_s, interval_s=0.3)
+    if not found:
+        raise TemporaryError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    return found
 
 
 def run_demo(layout: SandboxLayout, show: ShowFn, progress: Callable[[str], None]) -> int:

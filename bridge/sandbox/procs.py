@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bridge.errors import PermanentError, TemporaryError
 from bridge.sandbox.layout import SANDBOX_MARKER_ENV, SandboxLayout
+from bridge.waiting import poll
 
 
 def _start_time_ticks(pid: int) -> int | None:
@@ -175,9 +176,7 @@ def kill_strays(layout: SandboxLayout, timeout_s: float = 10.0) -> list[int]:
     for pid in strays:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and stray_processes(layout):
-        time.sleep(0.1)
+    poll(lambda: not stray_processes(layout), timeout_s=timeout_s, interval_s=0.1)
     for pid in stray_processes(layout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from bridge.hooks.fastpath import delegate_to_watcher
-from bridge.hooks.server import HookServer
+from bridge.hooks.server import HookServer, ping
 from bridge.settings import load_settings
 from tests.conftest import Sandbox, wait_for
 from tests.jobs.conftest import Jobs, job_script
@@ -54,13 +53,12 @@ def test_the_hook_socket_is_root_only(sandbox: Sandbox) -> None:
     assert as_user.returncode != 0 and "PermissionError" in as_user.stderr
 
 
-def test_a_second_watcher_never_takes_over_a_live_socket(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_watcher_never_takes_over_a_live_socket(sandbox: Sandbox) -> None:
     settings = load_settings(sandbox.layout.bridge_config)
     assert settings.slurm.hook_socket_path is not None
     with pytest.raises(OSError, match="already serves"):
         HookServer(settings, settings.slurm.hook_socket_path).start()
-    monkeypatch.setenv("SKBRIDGE_CONFIG", str(sandbox.layout.bridge_config))
-    assert delegate_to_watcher("ping", "1") == 0  # the sandbox's watcher still answers
+    assert ping(settings.slurm.hook_socket_path)  # the sandbox's watcher still answers
 
 
 def test_without_the_socket_the_hook_runs_itself_with_the_same_result(jobs: Jobs, sandbox: Sandbox) -> None:
