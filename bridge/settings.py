@@ -119,6 +119,14 @@ class KubernetesSettings(_Section):
 class IngestSettings(_Section):
     poll_interval_s: float = Field(default=2.0, gt=0, description="scandir period; the rule on NFS")
     settle_s: float = Field(default=2.0, ge=0, description="size/mtime/inode stable this long = complete")
+    hint_settle_s: float = Field(default=0.25, ge=0,
+                                 description="With inotify: a file written in place (not renamed in) is complete once "
+                                 "its writer closed it and nothing touched it for this long")
+    absence_confirm_s: float = Field(default=5.0, ge=0,
+                                     description="After an ambiguous sbatch failure, the tag must be missing from two "
+                                     "complete Slurm lookups this far apart before the file is submitted again")
+    user_folders_refresh_s: float = Field(default=60.0, gt=0,
+                                          description="How often the watcher creates missing submit/<user>/ folders")
     use_inotify: bool = Field(default=True, description="inotify as a hint to shorten the delay where it works")
     max_concurrent_sbatch: int = Field(default=4, ge=1)
     retry_initial_s: float = Field(default=5.0, gt=0)
@@ -187,6 +195,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     hook_log_path: Path = Field(default=Path("/var/log/slurm-k8s-bridge/hooks.log"),
                                 description="JSON log of the Slurm hooks (slurmctld discards their output)")
+    job_records_dir: Path = Field(
+        default=Path("/var/lib/slurm-k8s-bridge/jobs"),
+        description="Root-only record of each job's attempts (local disk of the controller host); what the epilog "
+                    "and the reaper trust, unlike anything in the user's results folder")
 
     @field_validator("policy")
     @classmethod

@@ -43,13 +43,15 @@ def show(config: Path | None = ConfigOption) -> None:
 
 @install_app.command("nas-layout")
 def nas_layout(config: Path | None = ConfigOption) -> None:
-    """Create the NAS folders (submit/ sticky and world-writable, processing/ watcher-only, ...)."""
+    """Create the NAS folders (submit/<user>/ for each user, processing/ watcher-only, ...)."""
     from bridge.ingest.layout import ensure_nas_layout, nas_folders
 
     settings = _settings(config)
-    changed = set(ensure_nas_layout(settings.nas))
+    changed = ensure_nas_layout(settings.nas, settings.policy)
     for spec in nas_folders(settings.nas):
         typer.echo(f"{'fixed' if spec.path in changed else 'ok   '} {oct(spec.mode)[2:]:>5} {spec.path}  ({spec.purpose})")
+    users = [path for path in changed if path.parent == settings.nas.submit_dir]
+    typer.echo(f"made   {len(users)} user drop folders submit/<user>/ (0700, owned by the user)")
 
 
 @install_app.command("kubernetes")
@@ -58,15 +60,19 @@ def kubernetes(
     manifests: Path = typer.Option(Path("/opt/slurm-k8s-bridge/share/deploy/kubernetes"), help="deploy/kubernetes."),
     write_kubeconfig: Path = typer.Option(Path("/etc/slurm-k8s-bridge/kubeconfig"),
                                           help="Where to write the bridge's own kubeconfig (root-only)."),
+    config: Path | None = ConfigOption,
 ) -> None:
-    """Apply the namespace, the bridge's ServiceAccount and least-privilege RBAC; write its kubeconfig (mode 0600)."""
+    """Apply the namespace, the bridge's ServiceAccount, least-privilege RBAC and the admission policy that
+    limits the bridge's own credential (NAS root and uid_min from the config); write its kubeconfig (mode 0600)."""
     from kubernetes import config as kube_config
 
-    from bridge.kubernetes.apply import apply_manifests, load_manifests
+    from bridge.kubernetes.admission import bridge_manifests
+    from bridge.kubernetes.apply import apply_manifests
     from bridge.kubernetes.credentials import write_bridge_kubeconfig
 
+    settings = _settings(config)
     api = kube_config.new_client_from_config(config_file=str(admin_kubeconfig))
-    for line in apply_manifests(api, load_manifests(sorted(manifests.glob("*.yaml")))):
+    for line in apply_manifests(api, bridge_manifests(sorted(manifests.glob("*.yaml")), settings)):
         typer.echo(line)
     write_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
     write_bridge_kubeconfig(api, write_kubeconfig)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.collect.results import read_status, write_atomic
+from bridge.collect.results import write_atomic
 from bridge.kubernetes.client import Kube, KubeError
 from bridge.kubernetes.objects import object_path
 from bridge.kubernetes.render import HOME_MOUNT_PATH
@@ -52,10 +52,16 @@ def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def collect_pod(kube: Kube, namespace: str, pod_name: str) -> Collected:
-    """Read the Pod's final object, log and events (as root, through the bridge's credentials)."""
+def collect_pod(kube: Kube, namespace: str, pod_name: str, *, expect_labels: dict[str, str]) -> Collected:
+    """Read the Pod's final object, log and events (as root, through the bridge's credentials);
+    only a Pod whose labels carry `expect_labels` (its job and owner) counts as found."""
     out = Collected()
     pod = kube.get_or_none(object_path("Pod", pod_name, namespace))
+    labels = ((pod or {}).get("metadata") or {}).get("labels") or {}
+    if pod is not None and any(labels.get(key) != value for key, value in expect_labels.items()):
+        log.error("Pod does not belong to the job; not collected", pod=pod_name, labels=labels, expected=expect_labels)
+        out.notes.append(f"Pod {pod_name} belongs to another job or user: nothing collected from it")
+        return out
     out.pod = pod
     if pod is None:
         out.notes.append(f"Pod {pod_name} not found: nothing to collect from Kubernetes")
@@ -171,12 +177,6 @@ def write_checksums(job_dir: Path) -> list[str]:
         lines.append(f"{digest.hexdigest()}  {relative}")
     write_atomic(job_dir / SUMS_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
     return lines
-
-
-def attempts_of(job_dir: Path) -> list[dict[str, Any]]:
-    status = read_status(job_dir) or {}
-    attempts = status.get("attempts")
-    return list(attempts) if isinstance(attempts, list) else []
 
 
 def _json(data: Any) -> bytes:

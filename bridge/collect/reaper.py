@@ -29,6 +29,7 @@ from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, LABEL_USER,
 from bridge.log import get_logger
 from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
+from bridge.slurm.identity import IdentityError, verify_owner
 
 log = get_logger(component="reaper")
 
@@ -115,15 +116,17 @@ def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: 
         return
     try:
         account = pwd.getpwnam(job.user)
-    except KeyError:
-        log.warning("owner unknown on this host; nothing collected", user=job.user)
+        owner = verify_owner(job.user, account.pw_uid, account.pw_gid, settings.policy)
+    except (KeyError, IdentityError) as exc:
+        log.warning("owner not a lab account on this host; nothing collected", user=job.user, error=str(exc))
         return
-    uid, gid = account.pw_uid, account.pw_gid
+    uid, gid = owner.uid, owner.gid
     job_dir = ensure_results_dir(settings.nas, job.user, uid, gid, job.job_id)
     if (job_dir / "summary.json").exists():
         return  # the epilog collected; only its teardown was missing
     pod = sorted(job.pods)[-1]
-    collected = collect_pod(kube, settings.kubernetes.namespace, pod)
+    collected = collect_pod(kube, settings.kubernetes.namespace, pod,
+                            expect_labels={LABEL_JOB_ID: job.job_id, LABEL_USER: job.user})
     summary = {"job_id": job.job_id, "user": job.user, "pod": pod, "pod_phase": collected.pod_phase,
                "exit_code": collected.exit_code, "collected_by": "reaper", "reason": reason,
                "notes": collected.notes}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,21 +100,17 @@ def write_file_as(path: Path, data: bytes, uid: int, gid: int, mode: int = 0o640
     run_as_user(uid, gid, lambda: write_atomic(path, data, mode))
 
 
-def record_status(job_dir: Path, uid: int, gid: int, *, state: str, reason: str, attempt: int,
-                  details: dict[str, Any] | None = None, also_write: dict[str, bytes] | None = None) -> None:
-    """Append this attempt's outcome; `attach` reads the last entry to explain a rejection.
-    `also_write` files go into the job folder in the same switch to the user (one fork)."""
+def record_status(job_dir: Path, uid: int, gid: int, history: list[dict[str, Any]], *,
+                  also_write: dict[str, bytes] | None = None) -> None:
+    """The user's copy of the job's attempts (the bridge's own is root's: bridge.hooks.records);
+    `attach` reads the last entry to explain a rejection. `also_write` files go into the job
+    folder in the same switch to the user (one fork)."""
+    last = history[-1] if history else {}
 
     def update() -> None:
         for name, data in (also_write or {}).items():
             write_atomic(job_dir / name, data)
-        history: list[dict[str, Any]] = []
-        previous = read_status(job_dir) or {}
-        if isinstance(previous.get("attempts"), list):
-            history = previous["attempts"]
-        history.append({"attempt": attempt, "state": state, "reason": reason, "time": int(time.time()),
-                        **(details or {})})
-        body = {"state": state, "reason": reason, "attempts": history}
+        body = {"state": last.get("state"), "reason": last.get("reason", ""), "attempts": history}
         write_atomic(job_dir / STATUS_FILE, json.dumps(body, indent=2).encode("utf-8") + b"\n")
 
     run_as_user(uid, gid, update)

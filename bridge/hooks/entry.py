@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.hooks.fastpath import settle_here
+from bridge.slurm.identity import hook_environment
 
 if TYPE_CHECKING:
     from bridge.settings import Settings
+
+HookBody = Callable[["Settings", str, Mapping[str, str]], int]
+"""A hook's work: settings, the job id, and slurmctld's trusted variables (bridge.slurm.identity)."""
 
 
 def open_hook_log(settings: Settings) -> Any:
@@ -29,7 +33,7 @@ def open_hook_log(settings: Settings) -> Any:
         return sys.stderr
 
 
-def run_hook_body(name: str, body: Callable[[Settings, str], int], settings: Settings, job_id: str, *,
+def run_hook_body(name: str, body: HookBody, settings: Settings, job_id: str, hook_env: Mapping[str, str], *,
                   served_by: str) -> int:
     """Run one hook for one job; any exception becomes exit 1 (requeue), never a drained node."""
     import structlog
@@ -42,13 +46,13 @@ def run_hook_body(name: str, body: Callable[[Settings, str], int], settings: Set
         return 1
     with structlog.contextvars.bound_contextvars(served_by=served_by):
         try:
-            return body(settings, job_id)
+            return body(settings, job_id, hook_environment(hook_env))
         except Exception:
             log.exception("hook crashed")
             return 1
 
 
-def run_hook(name: str, body: Callable[[Settings, str], int], job_id: str | None = None) -> int:
+def run_hook(name: str, body: HookBody, job_id: str | None = None) -> int:
     from bridge.errors import BridgeError
     from bridge.log import configure_logging
     from bridge.settings import load_settings
@@ -60,7 +64,7 @@ def run_hook(name: str, body: Callable[[Settings, str], int], job_id: str | None
         print(f"skbridge {name}: {exc}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level, stream=open_hook_log(settings))
-    return run_hook_body(name, body, settings, job_id, served_by="process")
+    return run_hook_body(name, body, settings, job_id, hook_environment(), served_by="process")
 
 
 def _main(name: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -15,30 +16,34 @@ import structlog
 from bridge.collect.collector import (
     RESULTS_SUBDIR,
     Collected,
-    attempts_of,
     collect_pod,
     copy_results,
     host_path_of,
     write_checksums,
     write_documents,
 )
-from bridge.collect.results import ensure_results_dir, read_status, run_as_user, write_atomic
+from bridge.collect.results import ensure_results_dir, run_as_user, write_atomic
 from bridge.errors import BridgeError
 from bridge.hooks.fastpath import is_bridge_script
+from bridge.hooks.records import JobRecords
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
 from bridge.kubernetes.access import ATTACH_KUBECONFIG, access_selector
 from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import ObjectRef, attempt_selector, delete_objects, list_job_objects, wait_gone
-from bridge.kubernetes.render import ObjectNames
+from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_USER, ObjectNames
 from bridge.log import get_logger
 from bridge.settings import Settings
-from bridge.slurm.jobinfo import JobAllocation, read_allocation, read_batch_script
+from bridge.slurm.commands import run_slurm
+from bridge.slurm.identity import hook_environment, owner_from_hook_env
+from bridge.slurm.jobinfo import JobAllocation, complete_hook_env, read_allocation, read_batch_script
 
 log = get_logger(component="epilog")
 
 
-def run_epilog(settings: Settings, job_id: str) -> int:
+def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | None = None) -> int:
+    """Collect, then tear down: teardown runs whatever collecting did (item: nothing leaks
+    because a user made their results folder unwritable or the NAS is full)."""
     with structlog.contextvars.bound_contextvars(job_id=job_id):
         try:
             script = read_batch_script(settings.slurm, job_id)
@@ -47,32 +52,58 @@ def run_epilog(settings: Settings, job_id: str) -> int:
             script = ""
         if script and not is_bridge_script(script):
             return 0
-        allocation = None
-        try:
-            allocation = read_allocation(settings.slurm, job_id)
-        except BridgeError as exc:
-            log.warning("allocation unavailable; collecting what Kubernetes still has", error=str(exc))
+        allocation = _allocation(settings, job_id, hook_env)
         try:
             kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
         except BridgeError as exc:
             log.error("Kubernetes unavailable; the reaper will collect and clean up", error=str(exc))
             return 1
         if allocation is not None:
-            collect_job(settings, kube, allocation, strip_launcher(script))
+            try:
+                collect_job(settings, kube, allocation, strip_launcher(script))
+            except Exception as exc:
+                # The user's folder unwritable, the NAS full, a bug: tell the user, then tear down anyway.
+                log.exception("collecting failed; tearing down anyway")
+                _record_collect_failure(settings, allocation, f"{type(exc).__name__}: {exc}")
         left = teardown(settings, kube, job_id)
         return 1 if left else 0
+
+
+def _allocation(settings: Settings, job_id: str, hook_env: Mapping[str, str] | None) -> JobAllocation | None:
+    """The job's allocation with its owner from slurmctld's word; None: collect nothing."""
+    try:
+        env = complete_hook_env(settings.slurm, job_id, hook_environment(hook_env))
+        owner = owner_from_hook_env(env, settings.policy)
+        return read_allocation(settings.slurm, job_id, owner, env)
+    except BridgeError as exc:
+        log.warning("owner or allocation unavailable; tearing down without collecting", error=str(exc))
+        return None
+
+
+def _record_collect_failure(settings: Settings, allocation: JobAllocation, reason: str) -> None:
+    text = f"results not collected: {reason}"
+    JobRecords(settings.job_records_dir).append(allocation.job_id, attempt=allocation.restart_count,
+                                                state="collect-failed", reason=text)
+    try:
+        run_slurm(settings.slurm, ["scontrol", "update", f"JobId={allocation.job_id}",
+                                   f"AdminComment=skbridge: {text[:850]}"])
+    except BridgeError as exc:
+        log.warning("cannot set the job's AdminComment", error=str(exc))
 
 
 def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, script: str) -> None:
     structlog.contextvars.bind_contextvars(user=allocation.user)
     uid, gid = allocation.uid, allocation.gid
+    records = JobRecords(settings.job_records_dir)
     job_dir = ensure_results_dir(settings.nas, allocation.user, uid, gid, allocation.job_id)
-    # The Pod of the attempt that ran: a requeued job's restart count has moved on already.
-    pod_name = last_run(read_status(job_dir) or {}).get("pod") or \
-        ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod
+    # The Pod of the attempt that ran (a requeued job's restart count has moved on already),
+    # from root's record; its labels must name this job and this user.
+    pod_name = str(records.last_run(allocation.job_id).get("pod") or
+                   ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod)
     structlog.contextvars.bind_contextvars(pod=pod_name)
     try:
-        collected = collect_pod(kube, settings.kubernetes.namespace, str(pod_name))
+        collected = collect_pod(kube, settings.kubernetes.namespace, pod_name,
+                                expect_labels={LABEL_JOB_ID: allocation.job_id, LABEL_USER: allocation.user})
     except BridgeError as exc:
         collected = Collected(notes=[f"Kubernetes unavailable while collecting: {exc}"])
     spec, _problems = parse_job_text(script, settings.policy, settings.nas, owner=allocation.user) if script else (None, [])
@@ -81,6 +112,7 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
         host = host_path_of(settings, allocation.user, spec.results)
         if host is None:
             collected.notes.append(f"#K8S_RESULTS={spec.results} is not under the NAS mount; nothing copied")
+    summary = build_summary(settings, allocation, spec, collected, records)
 
     def finish_as_user() -> dict[str, Any]:
         # One switch to the user for everything written: each switch is a fork of this process.
@@ -88,11 +120,10 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
         if host is not None:
             files, notes = copy_results(host, job_dir / RESULTS_SUBDIR)
             collected.files += [f"{RESULTS_SUBDIR}/{name}" for name in files]
-            collected.notes += notes
-        summary = build_summary(settings, allocation, spec, collected, job_dir)
+            summary["notes"] = collected.notes + notes
         write_atomic(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
         (job_dir / ATTACH_KUBECONFIG).unlink(missing_ok=True)  # the Pod is going: so is the credential
-        return {"files": len(write_checksums(job_dir)), "notes": collected.notes}
+        return {"files": len(write_checksums(job_dir)), "notes": summary["notes"]}
 
     done = run_as_user(uid, gid, finish_as_user)
     log.info("collected", results_dir=str(job_dir), files=done["files"], exit_code=collected.exit_code,
@@ -100,14 +131,14 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
 
 
 def build_summary(
-    settings: Settings, allocation: JobAllocation, spec: Any, collected: Collected, job_dir: Any
+    settings: Settings, allocation: JobAllocation, spec: Any, collected: Collected, records: JobRecords
 ) -> dict[str, Any]:
     node = allocation.nodes[0] if allocation.nodes else None
-    status = read_status(job_dir) or {}
     pod_status = (collected.pod or {}).get("status") or {}
-    # What the prolog saw at allocation time: Slurm drops GPU indices once the job ends.
-    ran = last_run(status)
-    state = status.get("state")
+    # What the prolog saw at allocation time (Slurm drops GPU indices once the job ends), from root's record.
+    ran = records.last_run(allocation.job_id)
+    last = records.last(allocation.job_id)
+    state = last.get("state")
     if state == "running":
         state = "completed" if collected.exit_code == 0 else "failed" if collected.exit_code is not None else "lost"
     return {
@@ -128,19 +159,11 @@ def build_summary(
         "pod_start_time": pod_status.get("startTime"),
         "exit_code": collected.exit_code,
         "state": state,
-        "reason": status.get("reason") or None,
-        "attempts": attempts_of(job_dir),
+        "reason": last.get("reason") or None,
+        "attempts": records.attempts(allocation.job_id),
         "restart_count": allocation.restart_count,
         "notes": collected.notes,
     }
-
-
-def last_run(status: dict[str, Any]) -> dict[str, Any]:
-    """The prolog's record of the last attempt that reached a Ready Pod, or {}."""
-    for attempt in reversed(status.get("attempts") or []):
-        if isinstance(attempt, dict) and attempt.get("state") == "running":
-            return attempt
-    return {}
 
 
 def teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:

@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bridge.slurm.identity import hook_environment
+
 DEFAULT_CONFIG = Path("/etc/slurm-k8s-bridge/config.yaml")
 DEFAULT_HOOK_SOCKET = Path("/run/slurm-k8s-bridge/hooks.sock")
 
@@ -100,7 +102,9 @@ def delegate_to_watcher(hook: str, job_id: str, path: Path | None) -> int | None
     """
     if path is None or not job_id.isdigit():
         return None
-    return ask_hook_server(path, {"hook": hook, "job_id": job_id, "client_startup_s": round(process_age_s(), 4)})
+    # slurmctld's word on the job's owner travels with the request: the socket is root's only.
+    return ask_hook_server(path, {"hook": hook, "job_id": job_id, "job_env": hook_environment(),
+                                  "client_startup_s": round(process_age_s(), 4)})
 
 
 def ask_hook_server(path: Path, request: dict[str, Any], *, timeout_s: float | None = None) -> int | None:

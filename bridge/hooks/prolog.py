@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import pwd
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.hooks.fastpath import is_bridge_script, process_age_s
+from bridge.hooks.records import JobRecords
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
 from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
@@ -37,7 +40,14 @@ from bridge.kubernetes.render import LABEL_RESTART, ObjectNames, render_job
 from bridge.log import get_logger
 from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
-from bridge.slurm.jobinfo import JobAllocation, read_allocation, read_batch_script
+from bridge.slurm.identity import IdentityError, JobOwner, hook_environment, owner_from_hook_env
+from bridge.slurm.jobinfo import (
+    AmbiguousJobRecord,
+    JobAllocation,
+    complete_hook_env,
+    read_allocation,
+    read_batch_script,
+)
 
 log = get_logger(component="prolog")
 
@@ -68,7 +78,8 @@ class PrologTimings:
         self._last = now
 
 
-def run_prolog(settings: Settings, job_id: str) -> int:
+def run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | None = None) -> int:
+    """`hook_env`: slurmctld's variables for the job (the process's own when None)."""
     timings = PrologTimings()
     with structlog.contextvars.bound_contextvars(job_id=job_id):
         try:
@@ -82,8 +93,22 @@ def run_prolog(settings: Settings, job_id: str) -> int:
         if not is_bridge_script(script):
             return EXIT_OK
         timings.mark("slurm_script")
+        # Who the job belongs to comes first, from slurmctld's own variables: root makes no
+        # folder and no object for anyone before that is beyond doubt.
         try:
-            allocation = read_allocation(settings.slurm, job_id)
+            env = complete_hook_env(settings.slurm, job_id, hook_environment(hook_env))
+            owner = owner_from_hook_env(env, settings.policy)
+        except IdentityError as exc:
+            log.error("job refused: its owner is not established", error=str(exc))
+            _admin_comment(settings, job_id, f"skbridge rejected: {exc}")
+            return EXIT_OK
+        except BridgeError as exc:
+            log.error("cannot ask Slurm who owns the job; requeue", error=str(exc))
+            return EXIT_REQUEUE
+        try:
+            allocation = read_allocation(settings.slurm, job_id, owner, env)
+        except AmbiguousJobRecord as exc:
+            return _refuse_unreadable(settings, job_id, owner, str(exc))
         except BridgeError as exc:
             log.error("cannot read the allocation; requeue", error=str(exc))
             return EXIT_REQUEUE
@@ -93,16 +118,33 @@ def run_prolog(settings: Settings, job_id: str) -> int:
         return code
 
 
+def _refuse_unreadable(settings: Settings, job_id: str, owner: JobOwner, reason: str) -> int:
+    """Slurm's record of the job reads two ways: refuse it, and tell its (verified) owner why."""
+    text = f"{reason}. Remove line breaks from the job's name, comment, paths and mail user, then submit again"
+    log.error("job refused: ambiguous Slurm record", reason=reason, user=owner.user)
+    history = JobRecords(settings.job_records_dir).append(job_id, attempt=0, state="rejected", reason=text)
+    job_dir = ensure_results_dir(settings.nas, owner.user, owner.uid, owner.gid, job_id)
+    record_status(job_dir, owner.uid, owner.gid, history)
+    _admin_comment(settings, job_id, f"skbridge rejected: {reason}")
+    return EXIT_OK
+
+
 def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timings: PrologTimings) -> int:
     kube_settings = settings.kubernetes
     structlog.contextvars.bind_contextvars(user=allocation.user, attempt=allocation.restart_count)
     job_dir = ensure_results_dir(settings.nas, allocation.user, allocation.uid, allocation.gid, allocation.job_id)
+    records = JobRecords(settings.job_records_dir)
+
+    def note(state: str, reason: str, *, also_write: dict[str, bytes] | None = None, **details: Any) -> None:
+        """Root's record first (what the epilog trusts), then the user's copy."""
+        history = records.append(allocation.job_id, attempt=allocation.restart_count, state=state, reason=reason,
+                                 **details)
+        record_status(job_dir, allocation.uid, allocation.gid, history, also_write=also_write)
 
     def reject(reason: str) -> int:
         """For good: the job runs its launcher, which prints the reason and fails."""
         log.warning("job rejected", reason=reason)
-        record_status(job_dir, allocation.uid, allocation.gid, state="rejected", reason=reason,
-                      attempt=allocation.restart_count)
+        note("rejected", reason)
         _admin_comment(settings, allocation.job_id, f"skbridge rejected: {reason}")
         return EXIT_OK
 
@@ -110,8 +152,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         if allocation.restart_count + 1 >= kube_settings.max_prolog_attempts:
             return reject(f"{reason} (gave up after {allocation.restart_count + 1} attempts)")
         log.warning("requeue", reason=reason)
-        record_status(job_dir, allocation.uid, allocation.gid, state="requeued", reason=reason,
-                      attempt=allocation.restart_count)
+        note("requeued", reason)
         _admin_comment(settings, allocation.job_id, f"skbridge requeued: {reason}")
         return EXIT_REQUEUE
 
@@ -166,12 +207,10 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         _cleanup(kube, settings, allocation, made)
         return reject(verdict.reason) if verdict.permanent else requeue(verdict.reason)
     node = allocation.node
-    record_status(job_dir, allocation.uid, allocation.gid, state="running", reason="", attempt=allocation.restart_count,
-                  details={"pod": rendered.names.pod, "node": node.node, "cpus": node.cpus,
-                           "memory_mib": node.memory_mib, "gpus": node.gpus, "gpu_type": node.gpu_type,
-                           "gpu_indices": list(node.gpu_indices)},
-                  # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
-                  also_write={"manifest.yaml": rendered.manifest_yaml.encode("utf-8")})
+    note("running", "", pod=rendered.names.pod, node=node.node, cpus=node.cpus, memory_mib=node.memory_mib,
+         gpus=node.gpus, gpu_type=node.gpu_type, gpu_indices=list(node.gpu_indices),
+         # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
+         also_write={"manifest.yaml": rendered.manifest_yaml.encode("utf-8")})
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bridge.hooks.entry import open_hook_log, run_hook_body
+from bridge.hooks.entry import HookBody, open_hook_log, run_hook_body
 from bridge.hooks.fastpath import ask_hook_server
 from bridge.hooks.prolog import client_startup_s
 from bridge.log import get_logger, log_stream
@@ -103,7 +103,9 @@ class HookServer:
         try:
             # The hook's lines go to the hooks' log, as when slurmctld runs it as a process.
             with log_stream(self._hook_log):
-                return run_hook_body(str(hook), body, self._settings, job_id, served_by="watcher")
+                job_env = request.get("job_env")
+                return run_hook_body(str(hook), body, self._settings, job_id,
+                                     job_env if isinstance(job_env, dict) else {}, served_by="watcher")
         finally:
             client_startup_s.reset(token)
 
@@ -113,7 +115,7 @@ def ping(path: Path) -> bool:
     return ask_hook_server(path, {"hook": "ping"}, timeout_s=5.0) == 0
 
 
-def _bodies() -> dict[str, Callable[[Settings, str], int]]:
+def _bodies() -> dict[str, HookBody]:
     from bridge.hooks.epilog import run_epilog
     from bridge.hooks.prolog import run_prolog
 

@@ -7,8 +7,9 @@ where Slurm waits for the prolog.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from bridge.errors import PermanentError
 from bridge.settings import SlurmSettings
 from bridge.slurm.commands import run_slurm
+from bridge.slurm.identity import IdentityError, JobOwner
 
 _GRES_DETAIL = re.compile(r"^gpu(?::(?P<type>[^:(]+))?:(?P<count>\d+)\(IDX:(?P<idx>[^)]*)\)")
 
@@ -77,48 +79,135 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-def _groups(user: str, gid: int) -> tuple[int, ...]:
-    try:
-        return tuple(sorted(set(os.getgrouplist(user, gid))))
-    except (KeyError, OSError):
-        return (gid,)
+def complete_hook_env(settings: SlurmSettings, job_id: str, hook_env: Mapping[str, str]) -> dict[str, str]:
+    """slurmctld's variables for the job; asked of squeue when the hook runs without them
+    (an admin's `skbridge hooks prolog JOBID`). squeue's `%U|%u|%G|%N` fields are numbers and
+    names Slurm validated, never a user's free text."""
+    env = dict(hook_env)
+    if env.get("SLURM_JOB_ID", job_id) != job_id:
+        raise IdentityError(f"the hook was asked about job {job_id} but slurmctld set SLURM_JOB_ID={env['SLURM_JOB_ID']}")
+    if all(env.get(key) for key in ("SLURM_JOB_UID", "SLURM_JOB_GID", "SLURM_JOB_USER")):
+        return env
+    out = run_slurm(settings, ["squeue", "--noheader", "--jobs", job_id, "--format", "%i|%U|%u|%G|%N"]).stdout
+    rows = [line.split("|") for line in out.split("\n") if line.strip()]
+    if len(rows) != 1 or len(rows[0]) != 5 or rows[0][0] != job_id:
+        raise IdentityError(f"squeue does not show job {job_id} exactly once")
+    _, uid, user, gid, nodes = rows[0]
+    env.update({"SLURM_JOB_ID": job_id, "SLURM_JOB_UID": uid, "SLURM_JOB_USER": user, "SLURM_JOB_GID": gid})
+    if nodes.strip() and "SLURM_JOB_NODELIST" not in env:
+        env["SLURM_JOB_NODELIST"] = nodes.strip()
+    return env
 
 
-def read_allocation(settings: SlurmSettings, job_id: str) -> JobAllocation:
+def read_allocation(settings: SlurmSettings, job_id: str, owner: JobOwner,
+                    hook_env: Mapping[str, str] | None = None) -> JobAllocation:
+    """The job's allocation, owned by `owner` (established from slurmctld's own variables).
+
+    The text's own UserId must agree with `owner`, and its node list with slurmctld's
+    SLURM_JOB_NODELIST when given: a disagreement means the text was forged.
+    """
     result = run_slurm(settings, ["scontrol", "show", "job", "-d", job_id])
     allocation = parse_scontrol_job(result.stdout)
     if allocation.job_id != str(job_id):
         raise PermanentError(f"Slurm does not know job {job_id}")
-    return allocation
+    if (allocation.user, allocation.uid) != (owner.user, owner.uid):
+        raise AmbiguousJobRecord(f"scontrol names {allocation.user}({allocation.uid}) as the owner of job {job_id}, "
+                                 f"slurmctld {owner.user}({owner.uid})")
+    nodelist = (hook_env or {}).get("SLURM_JOB_NODELIST")
+    if nodelist and len(allocation.nodes) == 1 and nodelist != allocation.node.node:
+        raise AmbiguousJobRecord(f"scontrol's node {allocation.node.node!r} is not slurmctld's {nodelist!r}")
+    return dataclasses.replace(allocation, user=owner.user, uid=owner.uid, gid=owner.gid, groups=owner.groups)
 
 
-# Fields whose value runs to the end of its line (it may hold spaces); scontrol prints each
-# of these first on its line, except JobName, which ends the first line.
-_WHOLE_LINE_FIELDS = ("Comment", "AdminComment", "Command", "WorkDir", "StdOut", "StdErr", "StdIn", "Reason")
-_ID_WITH_NAME = re.compile(r"^(?P<name>.*)\((?P<id>\d+)\)$")
+class AmbiguousJobRecord(PermanentError):
+    """`scontrol show job` text that can be read two ways: a user-written field holds a line
+    break or key text. The bridge refuses such a job rather than guess."""
+
+
+# The lines the bridge reads values from, by their first key, and the keys it takes from each.
+# Every other line holds (or may hold) text a user wrote, and is read as a whole at most.
+_STRUCTURED_LINES: dict[str, tuple[str, ...]] = {
+    "JobId": ("JobId",),
+    "UserId": ("UserId", "GroupId"),
+    "JobState": ("JobState",),
+    "Requeue": ("Restarts",),
+    "RunTime": ("TimeLimit",),
+    "SubmitTime": ("SubmitTime",),
+    "StartTime": ("StartTime",),
+    "Partition": ("Partition",),
+    "NodeList": ("NodeList",),
+    "NumNodes": ("NumNodes", "NumCPUs"),
+}
+# Informational, never trusted: the value runs to the end of the line.
+_WHOLE_LINE_FIELDS = ("Comment", "AdminComment", "WorkDir", "StdOut")
+_NODE_DETAIL_INDENT = "     "  # per-node lines: `     Nodes=... CPU_IDs=... Mem=... GRES=...`
+_LINE_INDENT = "   "
+_ID_WITH_NAME = re.compile(r"^(?P<name>[^()\s]*)\((?P<id>\d+)\)$")
+
+
+def _pairs(line: str) -> dict[str, str]:
+    return dict(token.partition("=")[::2] for token in line.split(" ") if "=" in token)
 
 
 def _scontrol_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Split `scontrol show job -d` into the fields of its structured lines and its node lines.
+
+    Only "\n" ends a line (scontrol writes nothing else; str.splitlines would also split at
+    \x1c-\x1e, \x85 and \u2028, which users can put in a comment). A line break inside a
+    user's field shows as a second line with a structured first key: refused, never guessed.
+    """
     fields: dict[str, str] = {}
     node_lines: list[dict[str, str]] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
+    seen: set[str] = set()
+    for number, raw in enumerate(text.split("\n")):
+        if not raw.strip():
             continue
-        if line.startswith("JobId="):
-            head, _, name = line.partition(" JobName=")
+        if number == 0:
+            if not raw.startswith("JobId="):
+                raise AmbiguousJobRecord("scontrol show job output does not start with JobId=")
+            head, _, name = raw.partition(" JobName=")
             fields["JobId"], fields["JobName"] = head.removeprefix("JobId="), name
+            seen.add("JobId")
             continue
-        key, _, rest = line.partition("=")
-        if key in _WHOLE_LINE_FIELDS:
-            fields[key] = rest.rstrip()
-            continue
-        pairs = dict(token.partition("=")[::2] for token in line.split() if "=" in token)
-        if line.startswith("Nodes="):
-            node_lines.append(pairs)
-        else:
-            fields.update(pairs)
+        line = raw.strip(" ")
+        key = line.partition("=")[0]
+        if key == "JobId" or (key in _STRUCTURED_LINES and raw.startswith(_LINE_INDENT + key + "=")):
+            if key in seen:
+                raise AmbiguousJobRecord(f"scontrol shows a second {key}= line: a job field holds a line break")
+            seen.add(key)
+            pairs = _pairs(line)
+            fields.update({name: pairs[name] for name in _STRUCTURED_LINES[key] if name in pairs})
+        elif key == "Nodes" and raw.startswith(_NODE_DETAIL_INDENT + "Nodes="):
+            node_lines.append(_pairs(line))
+        elif key in _WHOLE_LINE_FIELDS and raw.startswith(_LINE_INDENT + key + "="):
+            fields.setdefault(key, line.partition("=")[2].rstrip())
+    missing = [key for key in ("UserId", "NumNodes", "Requeue") if key not in seen]
+    if missing:
+        raise AmbiguousJobRecord(f"scontrol show job output lacks {', '.join(missing)}")
+    # Each allocated node is described by exactly one node line: a forged line names a node
+    # twice or one outside the allocation.
+    described = [name for item in node_lines for name in expand_hostlist(item.get("Nodes", ""))]
+    allocated = expand_hostlist(fields.get("NodeList", "")) if node_lines else []
+    if len(set(described)) != len(described) or sorted(described) != sorted(allocated):
+        raise AmbiguousJobRecord(f"scontrol's node lines {described} do not match its node list {allocated}")
     return fields, node_lines
+
+
+_HOSTLIST_PART = re.compile(r"([^,\[]+)(?:\[([^\]]*)\])?([^,\[]*)")
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """`gpu[01-03,7],cpu1` -> gpu01 gpu02 gpu03 gpu7 cpu1 (Slurm's one-range hostlist form)."""
+    names: list[str] = []
+    for prefix, ranges, suffix in _HOSTLIST_PART.findall(text if text != "(null)" else ""):
+        if not ranges:
+            names.append(prefix + suffix)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            width = len(low)
+            names.extend(f"{prefix}{number:0{width}d}{suffix}" for number in range(int(low), int(high or low) + 1))
+    return names
 
 
 def _time_limit_minutes(text: str) -> int | None:
@@ -144,7 +233,11 @@ def _cpu_count(cpu_ids: str) -> int:
 
 
 def parse_scontrol_job(text: str) -> JobAllocation:
-    """Parse `scontrol show job -d <id>` (one job) into a JobAllocation."""
+    """Parse `scontrol show job -d <id>` (one job) into a JobAllocation.
+
+    Its user, uid and gid are what the text says; `read_allocation` checks them against
+    slurmctld's own word and fills in the groups.
+    """
     fields, node_lines = _scontrol_fields(text)
     user_match = _ID_WITH_NAME.match(fields.get("UserId", ""))
     group_match = _ID_WITH_NAME.match(fields.get("GroupId", ""))
@@ -161,7 +254,7 @@ def parse_scontrol_job(text: str) -> JobAllocation:
             gpu_indices=tuple(parse_index_list(detail.group("idx"))) if detail else ()))
     return JobAllocation(
         job_id=fields.get("JobId", ""), name=fields.get("JobName", ""), user=user, uid=uid, gid=gid,
-        groups=_groups(user, gid), partition=fields.get("Partition", ""), restart_count=_int(fields.get("Restarts")),
+        groups=(), partition=fields.get("Partition", ""), restart_count=_int(fields.get("Restarts")),
         time_limit_minutes=_time_limit_minutes(fields.get("TimeLimit", "")), state=fields.get("JobState", ""),
         submit_time=_epoch(fields.get("SubmitTime", "")), start_time=_epoch(fields.get("StartTime", "")),
         nodes=tuple(nodes), comment=_unset(fields.get("Comment", "")), admin_comment=_unset(fields.get("AdminComment", "")),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.slurm.jobinfo import parse_index_list, parse_scontrol_job
+from bridge.settings import PolicySettings
+from bridge.slurm.identity import IdentityError, owner_from_hook_env
+from bridge.slurm.jobinfo import AmbiguousJobRecord, expand_hostlist, parse_index_list, parse_scontrol_job
 
 SHOW_JOB = """\
 JobId=11201 JobName=my job name
@@ -77,3 +80,75 @@ def test_index_lists_round_trip(indices: set[int]) -> None:
             runs.append([index])
     text = ",".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
     assert parse_index_list(text) == ordered
+
+
+# --- Forged fields (issue 11): user-written text can never move identity or allocation. ---
+
+SEPARATORS = ["\n", "\r\n", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\v", "\f", "\r"]
+FORGED = [
+    "   UserId=skbbob(1502) GroupId=skbbob(1502) MCS_label=N/A",
+    "   NumNodes=1 NumCPUs=16 NumTasks=1 CPUs/Task=16 ReqB:S:C:T=0:0:*:*",
+    "     Nodes=vm CPU_IDs=0-15 Mem=65536 GRES=gpu:a100:4(IDX:0-3)",
+    "     Nodes=other CPU_IDs=0-15 Mem=65536 GRES=gpu:a100:4(IDX:0-3)",
+    "   Requeue=1 Restarts=9 BatchFlag=1 Reboot=0 ExitCode=0:0",
+    "JobId=1 JobName=x",
+]
+# Where scontrol prints a user-written value: (line prefix to find, how the forged text rides on it)
+FREE_TEXT_LINES = ["JobId=11201 JobName=my job name", "   Comment=hello world  x ", "   WorkDir=/nas/home/alice/with space",
+                   "   StdOut=/nas/home/alice/slurm-11201.out", "   StdErr=/nas/home/alice/slurm-11201.out"]
+
+
+def _inject(line: str, separator: str, forged: str) -> str:
+    return SHOW_JOB.replace(line, line + separator + forged, 1)
+
+
+@given(st.sampled_from(FREE_TEXT_LINES), st.sampled_from(SEPARATORS), st.sampled_from(FORGED))
+def test_forged_lines_never_change_what_is_read(line: str, separator: str, forged: str) -> None:
+    text = _inject(line, separator, forged)
+    try:
+        job = parse_scontrol_job(text)
+    except AmbiguousJobRecord:
+        assert "\n" in separator, "only a real line break makes the record ambiguous"
+        return
+    # Read as one line, the forged text is part of a free-text field and changes nothing.
+    assert (job.user, job.uid, job.gid, job.restart_count) == ("root", 0, 0, 2)
+    assert (job.node.node, job.node.cpus, job.node.memory_mib, job.node.gpu_indices) == ("vm", 4, 8192, (1, 3))
+
+
+def test_key_text_without_a_line_break_is_only_text() -> None:
+    text = SHOW_JOB.replace("   Power=", "   MailUser=a UserId=skbbob(1502) NumCPUs=16\n   Power=")
+    job = parse_scontrol_job(text)
+    assert (job.user, job.uid, job.node.cpus) == ("root", 0, 4)
+
+
+def _policy(**kw: int) -> PolicySettings:
+    return PolicySettings(**kw)
+
+
+def test_identity_checks_refuse_what_is_not_a_lab_account() -> None:
+    import pwd
+
+    daemon = pwd.getpwuid(1)  # a system account every Debian host has: uid 1, below the lab range
+    env = {"SLURM_JOB_UID": "1", "SLURM_JOB_GID": str(daemon.pw_gid), "SLURM_JOB_USER": daemon.pw_name}
+    with pytest.raises(IdentityError, match="outside the site's range"):
+        owner_from_hook_env(env, _policy())
+    lenient = _policy(uid_min=1)
+    assert owner_from_hook_env(env, lenient).user == daemon.pw_name
+    for bad_user in ("../etc", "a/b", f"{daemon.pw_name}\n", "", ".hidden", f"{daemon.pw_name} "):
+        with pytest.raises(IdentityError):
+            owner_from_hook_env({**env, "SLURM_JOB_USER": bad_user}, lenient)
+    with pytest.raises(IdentityError, match="in the password database, not 'bin'"):
+        owner_from_hook_env({**env, "SLURM_JOB_USER": "bin"}, lenient)
+    with pytest.raises(IdentityError, match="not one of"):
+        owner_from_hook_env({**env, "SLURM_JOB_GID": "65534"}, lenient)
+    for bad_number in ("", "0x1", "\uff11", "-1", "1 "):
+        with pytest.raises(IdentityError, match="number"):
+            owner_from_hook_env({**env, "SLURM_JOB_UID": bad_number}, lenient)
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("vm", ["vm"]), ("gpu[01-03,7],cpu1", ["gpu01", "gpu02", "gpu03", "gpu7", "cpu1"]),
+    ("n[8-10]", ["n8", "n9", "n10"]), ("(null)", []), ("", []),
+])
+def test_hostlists_expand_as_slurm_writes_them(text: str, names: list[str]) -> None:
+    assert expand_hostlist(text) == names
