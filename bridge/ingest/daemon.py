@@ -22,6 +22,7 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.hooks.server import serving_hooks
 from bridge.ingest.detect import InotifyHint, SubmitScanner
 from bridge.ingest.journal import Entry, Journal
+from bridge.ingest.layout import ensure_user_folders
 from bridge.ingest.pipeline import Ingestor, Outcome
 from bridge.kubernetes.client import load_client
 from bridge.log import get_logger
@@ -80,7 +81,7 @@ class Watcher:
         lock.acquire()
         journal = Journal(ingest.journal_path)
         ingestor = Ingestor(settings, journal)
-        scanner = SubmitScanner(settings.nas.submit_dir, settle_s=ingest.settle_s)
+        scanner = SubmitScanner(settings.nas.submit_dir, settle_s=ingest.settle_s, hint_settle_s=ingest.hint_settle_s)
         hint = InotifyHint(settings.nas.submit_dir, scanner, self._wake)
         pool = ThreadPoolExecutor(max_workers=ingest.max_concurrent_sbatch, thread_name_prefix="sbatch")
         inotify = ingest.use_inotify and hint.start()
@@ -155,6 +156,7 @@ class Watcher:
         capacity = ingest.max_concurrent_sbatch * 4
         last_watchdog = 0.0
         next_journal_check = 0.0
+        next_folder_refresh = 0.0
         watchdog_s = systemd.watchdog_interval_s()
         while not self._stop.is_set():
             self._wake.clear()
@@ -180,7 +182,21 @@ class Watcher:
                     if claimed is not None:
                         log.info("claimed", file=os.fsdecode(name), entry=claimed.id)
                         self._dispatch(ingestor, pool, claimed)
+            if time.monotonic() >= next_folder_refresh:
+                next_folder_refresh = time.monotonic() + ingest.user_folders_refresh_s
+                self._refresh_user_folders()
             if watchdog_s is not None and time.monotonic() - last_watchdog > watchdog_s:
                 systemd.notify("WATCHDOG=1")
                 last_watchdog = time.monotonic()
-            self._wake.wait(ingest.poll_interval_s)
+            due = scanner.next_check_in_s()
+            self._wake.wait(ingest.poll_interval_s if due is None else min(ingest.poll_interval_s, due + 0.01))
+
+    def _refresh_user_folders(self) -> None:
+        """New accounts get their submit/<user>/ without a restart."""
+        try:
+            made = ensure_user_folders(self._settings.nas, self._settings.policy)
+        except OSError as exc:
+            log.warning("cannot create user drop folders; will retry", error=exc.strerror)
+            return
+        if made:
+            log.info("drop folders created", users=[path.name for path in made])

@@ -11,15 +11,32 @@ import os
 import pwd
 import stat
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from bridge.errors import TemporaryError
 from bridge.ingest.jobfile import JobSpec, Problem, parse_job_text
+from bridge.ingest.journal import MAX_NAME_BYTES
 from bridge.settings import PolicySettings, Settings
 
 _READ_CHUNK = 64 * 1024
+
+# Open/read failures that say nothing about the file: a flaky or overloaded NAS (EIO, ESTALE,
+# ETIMEDOUT), the watcher out of descriptors (EMFILE, ENFILE), an NFS export with root-squash
+# that lets root (mapped to nobody) not read the file yet (EACCES, EPERM). They are retried;
+# only a verdict about the file itself rejects it.
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.EMFILE, errno.ENFILE, errno.EACCES, errno.EPERM,
+                              errno.EAGAIN, errno.EINTR, errno.ENOMEM, errno.ETIMEDOUT, errno.EBUSY,
+                              errno.ENOLCK, errno.EREMOTEIO})
+
+Opener = Callable[..., int]
+
+
+class FileNotReadyError(TemporaryError):
+    """The file could not be read right now, or changed while it was read: try again later."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,13 @@ def _problem(code: str, message: str, expected: str, fix: str) -> Problem:
 
 
 def check_name(name: str) -> list[Problem]:
-    """A name that would be unsafe or unreadable in logs, reports and shells."""
+    """A name that would be unsafe or unreadable in logs, reports and shells, or too long to archive."""
+    raw = os.fsencode(name)
+    if len(raw) > MAX_NAME_BYTES:
+        return [_problem("name-too-long", f"the file name is {len(raw)} bytes long; the bridge adds a job id or a "
+                         "suffix to it and would exceed the file system's limit of 255 bytes",
+                         f"a file name of at most {MAX_NAME_BYTES} bytes", "rename the file to a shorter name, "
+                         "e.g. train.sh, and copy it again")]
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -134,18 +157,36 @@ def _check_content(data: bytes) -> list[Problem]:
     return []
 
 
-def read_job_file(dir_fd: int, name: str, policy: PolicySettings) -> tuple[bytes | None, FileFacts | None, list[Problem]]:
-    """Open NAME in the directory without following links; return its bytes when every check passes."""
-    data, facts, problems = _inspect(dir_fd, name, policy)
+def read_job_file(
+    dir_fd: int, name: str, policy: PolicySettings, *, shown_name: str | None = None, opener: Opener = os.open,
+    fstat: Callable[[int], os.stat_result] = os.fstat,
+) -> tuple[bytes | None, FileFacts | None, list[Problem]]:
+    """Open NAME in the directory without following links; return its bytes when every check passes.
+
+    `shown_name` is the name the user gave the file (checked instead of NAME). Raises
+    FileNotReadyError for a transient failure (see TRANSIENT_ERRNOS) or when the file changed
+    while it was read (a writer still appending): the caller retries, never rejects, on those.
+    `opener` and `fstat` are the file-system boundary, replaceable in tests.
+    """
+    data, facts, problems = _inspect(dir_fd, name, policy, shown_name=shown_name, opener=opener, fstat=fstat)
     return (None if problems else data), facts, problems
 
 
-def _inspect(dir_fd: int, name: str, policy: PolicySettings) -> tuple[bytes | None, FileFacts | None, list[Problem]]:
+def _signature(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev, info.st_nlink
+
+
+def _inspect(
+    dir_fd: int, name: str, policy: PolicySettings, *, shown_name: str | None = None, opener: Opener = os.open,
+    fstat: Callable[[int], os.stat_result] = os.fstat,
+) -> tuple[bytes | None, FileFacts | None, list[Problem]]:
     """All file-level problems, plus the bytes whenever they could be read safely (for a full report)."""
-    problems = check_name(name)
+    problems = check_name(shown_name if shown_name is not None else name)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = opener(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise FileNotReadyError(f"cannot open the file yet: {exc.strerror}") from exc
         if exc.errno == errno.ENOENT:
             return None, FileFacts(uid=-1, gid=-1, owner=None, size=0, mtime_ns=0, inode=0, device=0, vanished=True), []
         if exc.errno == errno.ELOOP:
@@ -155,14 +196,22 @@ def _inspect(dir_fd: int, name: str, policy: PolicySettings) -> tuple[bytes | No
         return None, None, [*problems, _problem("unreadable", f"cannot open the file: {exc.strerror}",
                                                 "a readable file", "check the file's permissions and copy it again")]
     try:
-        info = os.fstat(fd)
+        info = fstat(fd)
         facts = _facts(info)
         problems += _check_metadata(info, policy)
         if not stat.S_ISREG(info.st_mode) or info.st_size > policy.max_file_bytes:
             return None, facts, problems
         data = _read_all(fd, policy.max_file_bytes)
+        after = fstat(fd)
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise FileNotReadyError(f"cannot read the file yet: {exc.strerror}") from exc
+        raise
     finally:
         os.close(fd)
+    if _signature(after) != _signature(info) or len(data) != info.st_size:
+        # Someone still holds the file open and writes to it: the copy may be half of it.
+        raise FileNotReadyError("the file changed while it was being read (still being written?)")
     if len(data) > policy.max_file_bytes:
         return None, facts, [*problems, _problem("too-big", "the file grew beyond the size a job script may have",
                                                  f"at most {policy.max_file_bytes} bytes", "keep data out of the script")]
@@ -188,6 +237,9 @@ def validate_file(path: Path, settings: Settings) -> ValidationReport:
             "check the path")])
     try:
         data, facts, problems = _inspect(dir_fd, path.name, settings.policy)
+    except FileNotReadyError as exc:
+        return ValidationReport(file=str(path), owner=None, job=None, problems=[_problem(
+            "not-ready", str(exc), "a complete, readable file", "try again in a moment")])
     finally:
         os.close(dir_fd)
     owner = facts.owner if facts is not None else None

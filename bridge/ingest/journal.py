@@ -9,6 +9,7 @@ instead of submitting twice.
 from __future__ import annotations
 
 import enum
+import hashlib
 import sqlite3
 import threading
 import time
@@ -44,6 +45,13 @@ class Entry:
     next_attempt_at: float
     created_at: float
     target: bytes | None = None  # the name chosen in accepted/ or failed/, recorded before the move
+    # Where the file was dropped: submit/<folder>/ and that folder's owner and mode when it was
+    # claimed. None for a file found directly in submit/ or adopted from processing/.
+    folder: bytes | None = None
+    folder_uid: int | None = None
+    folder_mode: int | None = None
+    # When a tag lookup first found no job after an ambiguous sbatch (see Ingestor.process).
+    absent_since: float | None = None
 
     @property
     def processing_name(self) -> bytes:
@@ -54,8 +62,27 @@ def new_entry_id() -> str:
     return uuid.uuid4().hex[:20]
 
 
+# A name longer than this cannot be claimed, archived or reported under itself: processing/
+# adds a 21-byte prefix, failed/ a suffix and `.error`, accepted/ the job id (NAME_MAX is 255).
+MAX_NAME_BYTES = 200
+
+
+def short_name(name: bytes) -> bytes:
+    """NAME itself, or for an over-long name a shortened one that stays unique (hash) and valid UTF-8."""
+    if len(name) <= MAX_NAME_BYTES:
+        return name
+    head = name[:MAX_NAME_BYTES - 12]
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:  # never cut a multi-byte character in half
+        head = head.decode("utf-8", "ignore").encode("utf-8")
+    return head + b"~" + hashlib.sha256(name).hexdigest()[:10].encode("ascii")
+
+
 def processing_name(entry_id: str, name: bytes) -> bytes:
-    return entry_id.encode("ascii") + b"." + name
+    return entry_id.encode("ascii") + b"." + short_name(name)
 
 
 def split_processing_name(processing: bytes) -> tuple[str, bytes] | None:
@@ -79,10 +106,26 @@ CREATE TABLE IF NOT EXISTS entries (
     next_attempt_at REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    target BLOB
+    target BLOB,
+    folder BLOB,
+    folder_uid INTEGER,
+    folder_mode INTEGER,
+    absent_since REAL
 );
 CREATE INDEX IF NOT EXISTS entries_open ON entries(state) WHERE state NOT IN ('accepted', 'failed');
 """
+
+
+_ADDED_COLUMNS = (("target", "BLOB"), ("folder", "BLOB"), ("folder_uid", "INTEGER"), ("folder_mode", "INTEGER"),
+                  ("absent_since", "REAL"))
+_SELECT_ONE = ("SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target, folder, "
+               "folder_uid, folder_mode, absent_since FROM entries WHERE id = ?")
+_SELECT_OPEN = ("SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target, folder, "
+                "folder_uid, folder_mode, absent_since FROM entries "
+                "WHERE state NOT IN ('accepted', 'failed') ORDER BY created_at")
+_SELECT_DUE = ("SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target, folder, "
+               "folder_uid, folder_mode, absent_since FROM entries "
+               "WHERE state NOT IN ('accepted', 'failed') AND next_attempt_at <= ? ORDER BY created_at LIMIT ?")
 
 
 class Journal:
@@ -98,8 +141,9 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
-        if "target" not in columns:  # a journal written by an older version
-            self._db.execute("ALTER TABLE entries ADD COLUMN target BLOB")
+        for column, kind in _ADDED_COLUMNS:  # a journal written by an older version
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE entries ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -116,12 +160,14 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
 
-    def add(self, entry_id: str, name: bytes) -> Entry:
+    def add(self, entry_id: str, name: bytes, *, folder: bytes | None = None, folder_uid: int | None = None,
+            folder_mode: int | None = None) -> Entry:
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO entries (id, name, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (entry_id, name, EntryState.CLAIMED.value, now, now),
+                "INSERT OR IGNORE INTO entries (id, name, state, created_at, updated_at, folder, folder_uid, folder_mode) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (entry_id, name, EntryState.CLAIMED.value, now, now, folder, folder_uid, folder_mode),
             )
         found = self.get(entry_id)
         assert found is not None
@@ -130,7 +176,7 @@ class Journal:
     def get(self, entry_id: str) -> Entry | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target FROM entries WHERE id = ?",
+                _SELECT_ONE,
                 (entry_id,),
             ).fetchone()
         return _entry(row) if row else None
@@ -138,8 +184,7 @@ class Journal:
     def open_entries(self) -> list[Entry]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target FROM entries "
-                "WHERE state NOT IN ('accepted', 'failed') ORDER BY created_at"
+                _SELECT_OPEN
             ).fetchall()
         return [_entry(row) for row in rows]
 
@@ -147,8 +192,7 @@ class Journal:
         """Open entries whose next attempt is due, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target FROM entries "
-                "WHERE state NOT IN ('accepted', 'failed') AND next_attempt_at <= ? ORDER BY created_at LIMIT ?",
+                _SELECT_DUE,
                 (now, limit),
             ).fetchall()
         return [_entry(row) for row in rows]
@@ -163,15 +207,24 @@ class Journal:
         next_attempt_at: float | None = None,
         count_attempt: bool = False,
         target: bytes | None = None,
+        absent_since: float | None = None,
+        clear_absent: bool = False,
     ) -> None:
+        """Record a step. `absent_since` is kept until `clear_absent` (a new sbatch) resets it."""
         with self._tx() as db:
             db.execute(
                 "UPDATE entries SET state = ?, job_id = COALESCE(?, job_id), reason = COALESCE(?, reason), "
                 "next_attempt_at = COALESCE(?, next_attempt_at), attempts = attempts + ?, updated_at = ?, "
-                "target = COALESCE(?, target) WHERE id = ?",
+                "target = COALESCE(?, target), "
+                "absent_since = CASE WHEN ? THEN NULL ELSE COALESCE(?, absent_since) END WHERE id = ?",
                 (state.value, job_id, reason, next_attempt_at, 1 if count_attempt else 0, time.time(), target,
-                 entry_id),
+                 1 if clear_absent else 0, absent_since, entry_id),
             )
+
+    def forget(self, entry_id: str) -> None:
+        """Drop an entry whose claim never happened (the file was gone before the rename)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM entries WHERE id = ? AND state = ?", (entry_id, EntryState.CLAIMED.value))
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -187,10 +240,15 @@ class Journal:
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
-    entry_id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target = row
+    (entry_id, name, state, job_id, reason, attempts, next_attempt_at, created_at, target, folder, folder_uid,
+     folder_mode, absent_since) = row
     return Entry(
         id=str(entry_id), name=bytes(name), state=EntryState(str(state)),
         job_id=None if job_id is None else str(job_id), reason=None if reason is None else str(reason),
         attempts=int(attempts), next_attempt_at=float(next_attempt_at), created_at=float(created_at),
         target=None if target is None else bytes(target),
+        folder=None if folder is None else bytes(folder),
+        folder_uid=None if folder_uid is None else int(folder_uid),
+        folder_mode=None if folder_mode is None else int(folder_mode),
+        absent_since=None if absent_since is None else float(absent_since),
     )

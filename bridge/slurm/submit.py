@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bridge.errors import PermanentError
 from bridge.settings import SlurmSettings
-from bridge.slurm.commands import run_slurm
+from bridge.slurm.commands import AmbiguousSlurmError, run_slurm
 
 TAG_PREFIX = "skb:"
 
@@ -65,23 +65,43 @@ def sbatch_as_owner(
                        extra_groups=owner.groups, cwd="/")
     job_id = result.stdout.strip().split(";")[0]
     if not job_id.isdigit():
-        raise PermanentError(f"sbatch printed no job id: {result.stdout!r} {result.stderr!r}")
+        # It exited 0: the job may well exist. Only a tag lookup can tell.
+        raise AmbiguousSlurmError(f"sbatch printed no job id: {result.stdout!r} {result.stderr!r}")
     return job_id
 
 
-def find_tagged_jobs(settings: SlurmSettings, *, since_s: float = 7 * 86400) -> dict[str, str]:
-    """Map tag -> job id for every bridge-tagged job Slurm still knows (queue and accounting)."""
-    found: dict[str, str] = {}
-    queue = run_slurm(settings, ["squeue", "--noheader", "--all", "--states=all", "--format=%i|%k"])
+@dataclass(frozen=True)
+class TaggedJob:
+    job_id: str
+    user: str
+
+
+def find_tagged_jobs(settings: SlurmSettings, *, since_s: float = 7 * 86400) -> dict[str, list[TaggedJob]]:
+    """Map tag -> every job carrying it that Slurm still knows (queue and accounting).
+
+    Raises (TemporaryError or PermanentError) unless both squeue and sacct answered: only a
+    complete answer can prove that a tag is absent. Each job appears once even when both know it.
+    """
+    found: dict[str, dict[str, TaggedJob]] = {}
+
+    def note(job_id: str, user: str, comment: str) -> None:
+        comment = comment.strip()
+        # An array job's tasks are one submission: 12_[1-5] and 12_3 are job 12.
+        job_id = job_id.strip().split("_", 1)[0]
+        if comment.startswith(TAG_PREFIX) and job_id:
+            found.setdefault(comment, {}).setdefault(job_id, TaggedJob(job_id, user.strip()))
+
+    # The comment goes last: it is free text and may itself hold the separator.
+    queue = run_slurm(settings, ["squeue", "--noheader", "--all", "--states=all", "--format=%i|%u|%k"])
     for line in queue.stdout.splitlines():
-        job_id, _, comment = line.partition("|")
-        if comment.startswith(TAG_PREFIX):
-            found.setdefault(comment.strip(), job_id.strip())
+        job_id, _, rest = line.partition("|")
+        user, _, comment = rest.partition("|")
+        note(job_id, user, comment)
     hours = max(1, int(since_s // 3600))
     history = run_slurm(settings, ["sacct", "--noheader", "--parsable2", "--allusers", "--allocations",
-                                   f"--starttime=now-{hours}hours", "--format=JobID,Comment"])
+                                   f"--starttime=now-{hours}hours", "--format=JobID,User,Comment"])
     for line in history.stdout.splitlines():
-        job_id, _, comment = line.partition("|")
-        if comment.startswith(TAG_PREFIX):
-            found.setdefault(comment.strip(), job_id.strip())
-    return found
+        job_id, _, rest = line.partition("|")
+        user, _, comment = rest.partition("|")
+        note(job_id, user, comment)
+    return {tag: list(jobs.values()) for tag, jobs in found.items()}

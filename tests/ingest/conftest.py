@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ingest.layout import ensure_nas_layout
+from bridge.ingest.layout import ensure_nas_layout, ensure_user_folder
 from bridge.settings import Settings, load_settings
 from tests.conftest import Sandbox, wait_for
 
@@ -80,17 +80,30 @@ class WatcherRun:
     def log_text(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.logs)
 
-    def drop(self, name: str, text: str, *, owner: pwd.struct_passwd, mode: int = 0o644) -> Path:
-        """Write elsewhere, then rename into submit/, like `cp` to a temp name + `mv` would."""
+    def user_folder(self, user: pwd.struct_passwd) -> Path:
+        """submit/<user>/, made the way the watcher makes it (the user's, 0700)."""
+        ensure_user_folder(self.settings.nas, user)
+        return self.submit / user.pw_name
+
+    def drop(self, name: str, text: str, *, owner: pwd.struct_passwd, mode: int = 0o644,
+             folder: pwd.struct_passwd | None = None) -> Path:
+        """Write elsewhere, then rename into submit/<owner>/ (or `folder`'s), like `cp` to a temp name + `mv`."""
         staging = self.root / "staging"
         staging.mkdir(exist_ok=True)
         tmp = staging / name
         tmp.write_text(text)
         os.chown(tmp, owner.pw_uid, owner.pw_gid)
         tmp.chmod(mode)
-        target = self.submit / name
+        target = self.user_folder(folder or owner) / name
         os.rename(tmp, target)
         return target
+
+    def dropped_files(self) -> list[Path]:
+        """Files still in submit/ or any submit/<user>/."""
+        found = []
+        for path in self.submit.iterdir():
+            found += list(path.iterdir()) if path.is_dir() and not path.is_symlink() else [path]
+        return found
 
     def wait_settled(self, count: int, timeout_s: float = 120) -> None:
         def settled() -> bool:
@@ -126,6 +139,7 @@ def make_watcher_run(sandbox: Sandbox, **overrides: str) -> WatcherRun:
         "SKBRIDGE_INGEST__SETTLE_S": "0.5",
         "SKBRIDGE_INGEST__RETRY_INITIAL_S": "0.5",
         "SKBRIDGE_INGEST__RETRY_MAX_S": "2",
+        "SKBRIDGE_INGEST__ABSENCE_CONFIRM_S": "1",
         "SKBRIDGE_SLURM__PARTITION": "parked",
         "SKBRIDGE_SLURM__SKBRIDGE_PATH": SKBRIDGE,
         **overrides,

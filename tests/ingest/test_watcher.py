@@ -26,7 +26,7 @@ def test_valid_file_becomes_a_job_of_its_owner(watcher: WatcherRun, users: dict[
     assert original == "hello.sh" and job_id.isdigit()
     assert accepted[0].stat().st_uid == alice.pw_uid
     assert job_field(watcher.sandbox, job_id, "%u|%j|%P") == "skbalice|hello|parked"
-    assert os.listdir(watcher.submit) == [] and os.listdir(watcher.folder("processing")) == []
+    assert watcher.dropped_files() == [] and os.listdir(watcher.folder("processing")) == []
 
     script = watcher.sandbox.slurm("scontrol", "write", "batch_script", job_id, "-").stdout
     assert "echo hello from hello" in script
@@ -42,14 +42,14 @@ def test_rejected_files_land_in_failed_with_reasons(watcher: WatcherRun, users: 
     alice = users["skbalice"]
     root = pwd.getpwnam("root")
     watcher.drop("noimage.sh", "#!/bin/bash\n#SBATCH --mem=1G\necho hi\n", owner=alice)
-    watcher.drop("rootowned.sh", VALID_JOB.format(name="r"), owner=root)
+    watcher.drop("rootowned.sh", VALID_JOB.format(name="r"), owner=root, folder=alice)
     watcher.drop("toobig.sh", VALID_JOB.format(name="big").replace("--mem=1G", "--mem=100T"), owner=alice)
     # Slurm itself refuses this one: more GPUs than any node has.
     watcher.drop("slurmsaysno.sh", VALID_JOB.format(name="no").replace("#K8S_IMAGE", "#SBATCH --gres=gpu:a100:5\n#K8S_IMAGE"),
                  owner=alice)
     link_target = watcher.root / "elsewhere.sh"
     link_target.write_text(VALID_JOB.format(name="x"))
-    os.symlink(link_target, watcher.submit / "symlink.sh")
+    os.symlink(link_target, watcher.user_folder(alice) / "symlink.sh")
     watcher.wait_settled(5, timeout_s=60)
 
     failed = watcher.folder("failed")
@@ -75,7 +75,7 @@ def test_name_clashes_never_overwrite(watcher: WatcherRun, users: dict[str, pwd.
 
 def test_partially_written_file_is_not_taken_early(watcher: WatcherRun, users: dict[str, pwd.struct_passwd]) -> None:
     alice = users["skbalice"]
-    target = watcher.submit / "slow.sh"
+    target = watcher.user_folder(alice) / "slow.sh"
     header = VALID_JOB.format(name="slow")
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     os.fchown(fd, alice.pw_uid, alice.pw_gid)
@@ -180,7 +180,7 @@ def test_kill_9_during_a_burst_loses_and_doubles_nothing(sandbox: Sandbox, users
     assert failed == expected_bad | {f"{name}.error" for name in expected_bad}, \
         "each invalid file rejected exactly once, with its explanation and no leftovers"
     assert len(accepted) == total - len(expected_bad)
-    assert os.listdir(run.submit) == [] and os.listdir(run.folder("processing")) == []
+    assert run.dropped_files() == [] and os.listdir(run.folder("processing")) == []
     mine = run.tags()
     tags = Counter(t for t in tagged_jobs(sandbox) if t in mine)
     duplicates = {tag: n for tag, n in tags.items() if n > 1}
