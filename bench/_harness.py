@@ -156,8 +156,18 @@ class PrivateWatcher:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def user_folder(submit: Path, owner: pwd.struct_passwd) -> Path:
+    """submit/<owner>/, where the owner's files must be dropped (the watcher makes it; so may we)."""
+    folder = submit / owner.pw_name
+    if not folder.is_dir():
+        folder.mkdir(mode=0o700)
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+    return folder
+
+
 def drop(submit: Path, name: str, text: str, owner: pwd.struct_passwd) -> float:
-    """Write under a temporary name, then rename into place (what cp-then-mv does); returns the rename time."""
+    """Write under a temporary name, then rename into submit/<owner>/ (what cp-then-mv does); returns the rename time."""
+    submit = user_folder(submit, owner)
     staging = submit / f".{name}.part"
     staging.write_text(text, encoding="utf-8")
     os.chown(staging, owner.pw_uid, owner.pw_gid)
@@ -170,6 +180,7 @@ def drop(submit: Path, name: str, text: str, owner: pwd.struct_passwd) -> float:
 def write_in_place(submit: Path, name: str, text: str, owner: pwd.struct_passwd) -> float:
     """Create the file under its final name and write it (what `cp job.sh submit/` does); returns
     the moment it was closed complete."""
+    submit = user_folder(submit, owner)
     fd = os.open(submit / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.fchown(fd, owner.pw_uid, owner.pw_gid)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.errors import TemporaryError
+from bridge.ingest.layout import ensure_user_folder
 from bridge.resources import resource_path
 from bridge.sandbox import k8s_build
 from bridge.sandbox.layout import SandboxLayout
@@ -51,12 +52,14 @@ def run_demo(layout: SandboxLayout, show: ShowFn, progress: Callable[[str], None
         return subprocess.run(list(argv), env=env, capture_output=True, text=True, check=False).stdout
 
     name = f"hello-{time.strftime('%H%M%S')}.sh"
-    staging = settings.nas.submit_dir / f".{name}.part"
+    ensure_user_folder(settings.nas, user)
+    folder = settings.nas.submit_dir / DEMO_USER  # each user drops into their own submit/<user>/
+    staging = folder / f".{name}.part"
     staging.write_bytes(resource_path(SAMPLE).read_bytes())
     os.chown(staging, user.pw_uid, user.pw_gid)
     staging.chmod(0o644)
-    staging.rename(settings.nas.submit_dir / name)  # what `cp` + `mv` into submit/ does
-    progress(f"dropped {SAMPLE} into {settings.nas.submit_dir}/{name} as {DEMO_USER}")
+    staging.rename(folder / name)  # what `cp` + `mv` into submit/<user>/ does
+    progress(f"dropped {SAMPLE} into {folder}/{name} as {DEMO_USER}")
 
     def accepted() -> str | None:
         for path in settings.nas.accepted_dir.iterdir():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ingest.launcher import insert_launcher
+from bridge.ingest.layout import ensure_user_folder
 from bridge.kubernetes.access import attach_identity
 from bridge.kubernetes.client import KubeRejected, load_client
 from bridge.kubernetes.objects import create_objects
@@ -54,8 +55,9 @@ def test_plain_sbatch_and_dropped_file_end_the_same_way(jobs: Jobs, sandbox: San
     assert stored == insert_launcher(SCRIPT, settings.slurm.skbridge_path, settings.slurm.attach_config_path)
 
     text = SCRIPT.replace("#SBATCH --mem=1G", f"#SBATCH --mem=1G\n#SBATCH --output={home}/out/%j.out")
-    dropped_path = settings.nas.submit_dir / "dropped.sh"
-    tmp = settings.nas.submit_dir / ".dropped.sh.part"
+    ensure_user_folder(settings.nas, pwd.getpwnam("skbalice"))
+    dropped_path = settings.nas.submit_dir / "skbalice" / "dropped.sh"  # each user's own submit/<user>/
+    tmp = settings.nas.submit_dir / "skbalice" / ".dropped.sh.part"
     tmp.write_text(text)
     os.chown(tmp, pwd.getpwnam("skbalice").pw_uid, pwd.getpwnam("skbalice").pw_gid)
     tmp.rename(dropped_path)
