@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from bridge.admin.slurm_conf import check_conf, parse_conf
 from bridge.errors import BridgeError
-from bridge.ingest.layout import nas_folders
+from bridge.ingest.layout import ensure_user_folder, nas_folders
 from bridge.settings import Settings, load_settings
 from bridge.waiting import poll
 
@@ -372,12 +372,14 @@ def _e2e(ctx: Context) -> str:
         home.mkdir(parents=True)
         os.chown(home, account.pw_uid, account.pw_gid)
     name = f"skbridge-test-suite-{time.strftime('%Y%m%d%H%M%S')}.sh"
-    staging = settings.nas.submit_dir / f".{name}.part"
+    ensure_user_folder(settings.nas, account)  # each user drops into their own submit/<user>/
+    folder = settings.nas.submit_dir / account.pw_name
+    staging = folder / f".{name}.part"
     staging.write_text(HELLO.format(home=home, image=image), encoding="utf-8")
     os.chown(staging, account.pw_uid, account.pw_gid)
     staging.chmod(0o644)
     start = time.monotonic()
-    staging.rename(settings.nas.submit_dir / name)
+    staging.rename(folder / name)
     timings = ctx.timings_s
 
     def mark(stage: str) -> None:
