@@ -36,33 +36,68 @@ def render_job_submit_lua(template: str, skbridge_path: Path, config_path: Path 
     return text.replace(_LUA_CONFIG, f"local SKBRIDGE_CONFIG = {lua_string(str(config_path or ''))}")
 
 
-def _header_end(lines: list[str]) -> int:
-    """Index of the first command line, i.e. where the header (comments, blanks) ends."""
+def header_end(lines: list[str]) -> int:
+    """Index of the first line bash would run: where the launcher line goes.
+
+    A header line is blank or starts with `#` after spaces and tabs: bash skips it, and so does
+    sbatch (which also counts \v, \f and \r as spaces; the validator refuses headers where the
+    two differ). deploy/slurm/job_submit.lua computes the same index.
+    """
     for index, line in enumerate(lines):
-        stripped = line.strip()
-        if index == 0 and stripped.startswith("#!"):
-            continue
-        if stripped and not stripped.startswith("#"):
+        lead = line.lstrip(" \t")
+        if lead and not lead.startswith("#"):
             return index
     return len(lines)
 
 
+def _insertion_point(lines: list[str]) -> int:
+    at = header_end(lines)
+    if at == len(lines) and lines and lines[-1] == "":
+        at -= 1  # keep the file's final newline last
+    return at
+
+
+def _is_generated(line: str) -> bool:
+    """True for a line `launcher_line` makes, for any paths: rebuilt from its words, compared whole."""
+    if not line.endswith("  " + LAUNCHER_MARKER):
+        return False
+    try:
+        words = shlex.split(line.removesuffix("  " + LAUNCHER_MARKER))
+    except ValueError:
+        return False
+    if len(words) == 3 and words[0] == "exec" and words[2] == "attach":
+        return line == launcher_line(Path(words[1]))
+    if len(words) == 5 and words[0] == "exec" and words[2:4] == ["attach", "--config"]:
+        return line == launcher_line(Path(words[1]), Path(words[4]))
+    return False
+
+
 def has_launcher(text: str) -> bool:
-    return any(line.rstrip().endswith(LAUNCHER_MARKER) for line in text.split("\n"))
+    """The bridge's launcher line is where it belongs: the first line bash runs.
+
+    Only that exact position and form count. A user's line that merely ends with the marker
+    (`hostname > /tmp/x  # skbridge-launcher: ...`) is just one of the user's commands.
+    """
+    lines = text.split("\n")
+    at = header_end(lines)
+    return at < len(lines) and _is_generated(lines[at])
 
 
 def insert_launcher(text: str, skbridge_path: Path, config_path: Path | None = None) -> str:
-    """Insert the launcher line after the header; idempotent."""
-    if has_launcher(text):
-        return text
+    """Insert the launcher line after the header, unless that exact line is already there."""
     lines = text.split("\n")
-    at = _header_end(lines)
-    if at == len(lines) and lines and lines[-1] == "":
-        at -= 1  # keep the file's final newline last
-    lines.insert(at, launcher_line(skbridge_path, config_path))
+    line = launcher_line(skbridge_path, config_path)
+    at = header_end(lines)
+    if at < len(lines) and lines[at] == line:
+        return text
+    lines.insert(_insertion_point(lines), line)
     return "\n".join(lines)
 
 
 def strip_launcher(text: str) -> str:
-    """The user's own script, as the Pod must run it."""
-    return "\n".join(line for line in text.split("\n") if not line.rstrip().endswith(LAUNCHER_MARKER))
+    """The user's own script, as the Pod must run it: the launcher line removed from its place only."""
+    lines = text.split("\n")
+    at = header_end(lines)
+    if at < len(lines) and _is_generated(lines[at]):
+        del lines[at]
+    return "\n".join(lines)

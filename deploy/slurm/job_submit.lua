@@ -42,26 +42,37 @@ local function is_bridge_job(lines)
 	return false
 end
 
-local function has_launcher(lines)
-	for _, line in ipairs(lines) do
-		if line:gsub("%s+$", ""):sub(-#MARKER) == MARKER then
-			return true
-		end
-	end
-	return false
-end
-
--- Index of the first command line: where the header (comments and blanks) ends.
+-- Index of the first line bash would run: where the launcher line goes. A header line is
+-- blank or starts with "#" after spaces and tabs (launcher.py header_end, the same rule).
 local function header_end(lines)
 	for index, line in ipairs(lines) do
-		local stripped = line:match("^%s*(.-)%s*$")
-		if not (index == 1 and stripped:sub(1, 2) == "#!") then
-			if stripped ~= "" and stripped:sub(1, 1) ~= "#" then
-				return index
-			end
+		local lead = line:match("^[ \t]*(.*)$")
+		if lead ~= "" and lead:sub(1, 1) ~= "#" then
+			return index
 		end
 	end
 	return #lines + 1
+end
+
+-- Variables that bash or the loader act on before the launcher line runs: with them a user
+-- could run code on the bare host (BASH_ENV, SHELLOPTS=xtrace with PS4, a function named
+-- exec, LD_PRELOAD, ...). The Pod's environment comes from #K8S_ENV, so they are emptied.
+-- Slurm 22.05's Lua reads and sets variables by name only: this is a list, not a filter.
+local HOST_STARTUP_VARIABLES = {
+	"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "BASH_XTRACEFD", "BASH_FUNC_exec%%", "BASH_FUNC_exec()",
+	"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GCONV_PATH", "LOCPATH",
+}
+
+local function neutralise_environment(job_desc)
+	local env = job_desc.environment
+	if env == nil then
+		return
+	end
+	for _, name in ipairs(HOST_STARTUP_VARIABLES) do
+		if env[name] ~= nil then
+			env[name] = ""
+		end
+	end
 end
 
 function slurm_job_submit(job_desc, part_list, submit_uid)
@@ -70,18 +81,25 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 		return slurm.SUCCESS
 	end
 	local lines = split_lines(script)
-	if not is_bridge_job(lines) or has_launcher(lines) then
+	if not is_bridge_job(lines) then
 		return slurm.SUCCESS
 	end
-	local at = header_end(lines)
-	if at == #lines + 1 and lines[#lines] == "" then
-		at = #lines -- keep the file's final newline last
-	end
+	neutralise_environment(job_desc)
 	local config = ""
 	if SKBRIDGE_CONFIG ~= "" then
 		config = " --config " .. shell_quote(SKBRIDGE_CONFIG)
 	end
-	table.insert(lines, at, "exec " .. shell_quote(SKBRIDGE) .. " attach" .. config .. "  " .. MARKER)
+	local launcher = "exec " .. shell_quote(SKBRIDGE) .. " attach" .. config .. "  " .. MARKER
+	local at = header_end(lines)
+	-- Idempotent only for the exact line at the exact place: a user's line that merely ends
+	-- with the marker is one of the user's commands and gets the launcher in front of it.
+	if lines[at] == launcher then
+		return slurm.SUCCESS
+	end
+	if at == #lines + 1 and lines[#lines] == "" then
+		at = #lines -- keep the file's final newline last
+	end
+	table.insert(lines, at, launcher)
 	job_desc.script = table.concat(lines, "\n")
 	slurm.log_info("slurm-k8s-bridge: launcher added to job from uid %u", submit_uid)
 	return slurm.SUCCESS

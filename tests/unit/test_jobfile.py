@@ -96,7 +96,7 @@ def test_short_options_and_space_separated_values_are_read_as_sbatch_does() -> N
     (("#K8S_SHM=huge",), "bad-shm"),
     (("#K8S_RESULTS=outputs",), "bad-path"),
     (("#K8S_WORKDIR=",), "k8s-empty"),
-    (("#SBATCH --frobnicate=1",), "forbidden-option"),
+    (("#SBATCH --frobnicate=1",), "unknown-option"),
     (("#SBATCH --mem='1G",), "sbatch-syntax"),
 ])
 def test_each_bad_line_gets_its_own_reason_with_its_line_number(lines: tuple[str, ...], code: str) -> None:
