@@ -1,4 +1,4 @@
-"""Build etcd, the Kubernetes control plane, kubectl and kwok from the Go module proxy.
+"""Build etcd, the Kubernetes control plane, the kubelet, kubectl and kwok from the Go module proxy.
 
 kind needs Docker and release tarballs come from hosts we cannot reach, so the sandbox
 builds the upstream Go modules itself. `k8s.io/kubernetes` replaces its staging modules
@@ -24,7 +24,7 @@ from bridge.errors import PermanentError
 from bridge.sandbox.layout import ProgressFn
 from bridge.sandbox.versions import PINNED, ComponentVersions
 
-KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet")
 ALL_BINARIES = (*KUBE_BINARIES, "etcd", "kwok")
 
 def cache_root() -> Path:
@@ -130,7 +130,8 @@ def _kube_ldflags(v: ComponentVersions) -> str:
     return " ".join(flags)
 
 
-def _build_kubernetes(v: ComponentVersions, work: Path, out_dir: Path, go: _GoCommand, env: dict[str, str]) -> None:
+def _build_kubernetes(v: ComponentVersions, work: Path, out_dir: Path, go: _GoCommand, env: dict[str, str],
+                      names: Sequence[str] = KUBE_BINARIES) -> None:
     src = work / "kubernetes"
     src.mkdir(parents=True, exist_ok=True)
     replaces = "\n".join(f"\t{mod} => {mod} {v.staging}" for mod in _staging_modules(v.kubernetes, env))
@@ -141,9 +142,11 @@ def _build_kubernetes(v: ComponentVersions, work: Path, out_dir: Path, go: _GoCo
         f"replace (\n{replaces}\n)\n",
         encoding="utf-8",
     )
-    targets = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_BINARIES]
+    # One `go build` for every missing binary: they share most packages. A cache from before
+    # the kubelet was added gets only the kubelet (its packages mostly come from the Go cache).
+    targets = [f"k8s.io/kubernetes/cmd/{name}" for name in names]
     go.run(
-        f"kubernetes {v.kubernetes}",
+        f"kubernetes {v.kubernetes} ({', '.join(names)})",
         ["go", "build", "-v", "-trimpath", "-ldflags", _kube_ldflags(v), "-o", str(out_dir) + "/", *targets],
         src, env,
     )
@@ -198,8 +201,9 @@ def ensure_built(progress: ProgressFn, versions: ComponentVersions = PINNED) -> 
     started = time.monotonic()
     if "etcd" in missing:
         _build_etcd(versions, work, staging_bin, go, env)
-    if any(name in missing for name in KUBE_BINARIES):
-        _build_kubernetes(versions, work, staging_bin, go, env)
+    kube_missing = [name for name in KUBE_BINARIES if name in missing]
+    if kube_missing:
+        _build_kubernetes(versions, work, staging_bin, go, env, kube_missing)
     if "kwok" in missing:
         _build_kwok(versions, work, staging_bin, go, env)
     out_dir.mkdir(parents=True, exist_ok=True)

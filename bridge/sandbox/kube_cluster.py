@@ -1,4 +1,6 @@
-"""The sandbox's Kubernetes: etcd, kube-apiserver, controller-manager, scheduler and kwok.
+"""The sandbox's Kubernetes control plane: etcd, kube-apiserver, controller-manager, scheduler,
+and kwok for extra simulated nodes (`ensure_simulated_node`). The node jobs run on is a real
+kubelet (`kube_node`).
 
 Everything listens on loopback only and authenticates with certificates from `pki/`.
 """
@@ -97,7 +99,7 @@ def start(layout: SandboxLayout, daemons: Daemons, bin_dir: Path, progress: Prog
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={p('sa.pub')}", f"--service-account-signing-key-file={p('sa.key')}",
         "--service-cluster-ip-range=10.96.0.0/16",
-        "--authorization-mode=RBAC", "--allow-privileged=false",
+        "--authorization-mode=Node,RBAC", "--allow-privileged=false",
         f"--kubelet-client-certificate={p('apiserver-kubelet-client.crt')}",
         f"--kubelet-client-key={p('apiserver-kubelet-client.key')}",
         "--kubelet-preferred-address-types=InternalIP",
@@ -130,7 +132,8 @@ def start(layout: SandboxLayout, daemons: Daemons, bin_dir: Path, progress: Prog
 
     progress("starting kwok")
     kwok_cfg = _component_kubeconfig(layout, pki, "kwok")
-    kwok = daemons.start("kwok", [
+    # kwok manages only nodes annotated as simulated; nothing waits for it.
+    daemons.start("kwok", [
         str(bin_dir / "kwok"), f"--kubeconfig={kwok_cfg}",
         f"--config={_kwok_config(layout)}",
         "--manage-all-nodes=false",
@@ -145,8 +148,6 @@ def start(layout: SandboxLayout, daemons: Daemons, bin_dir: Path, progress: Prog
     progress("applying deploy/kubernetes")
     manifests = sorted(resource_path("deploy/kubernetes").glob("*.yaml"))
     apply_manifests(api, load_manifests(manifests))
-    ensure_node(api, layout)
-    daemons.wait_ready(kwok, lambda: node_ready(api, layout.node.name), timeout_s=60)
     write_bridge_kubeconfig(api, layout.bridge_kubeconfig)
 
 
@@ -167,7 +168,8 @@ def _kwok_config(layout: SandboxLayout) -> Path:
     return path
 
 
-def node_manifest(layout: SandboxLayout) -> dict[str, object]:
+def node_manifest(layout: SandboxLayout, name: str) -> dict[str, object]:
+    """A kwok node shaped like the sandbox's Slurm node (for scale work: mirror it with a slurmd)."""
     node = layout.node
     capacity = {"cpu": str(node.cpus), "memory": f"{node.memory_mib}Mi", "pods": "110",
                 "nvidia.com/gpu": str(node.gpus)}
@@ -175,25 +177,27 @@ def node_manifest(layout: SandboxLayout) -> dict[str, object]:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": node.name,
+            "name": name,
             "annotations": {KWOK_NODE_ANNOTATION[0]: KWOK_NODE_ANNOTATION[1]},
-            "labels": {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux", "type": "kwok",
-                       SLURM_NODE_LABEL: node.name, "nvidia.com/gpu.product": node.gpu_type},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok",
+                       SLURM_NODE_LABEL: name, "nvidia.com/gpu.product": node.gpu_type},
         },
         "status": {"capacity": capacity, "allocatable": capacity},
     }
 
 
-def ensure_node(api: client.ApiClient, layout: SandboxLayout) -> None:
+def ensure_simulated_node(api: client.ApiClient, layout: SandboxLayout, name: str) -> None:
+    if name == layout.node.name:
+        raise ValueError(f"{name} is the sandbox's real node; a simulated node needs another name")
     core = client.CoreV1Api(api)
-    body = node_manifest(layout)
+    body = node_manifest(layout, name)
     try:
         core.create_node(body)
     except ApiException as exc:
         if exc.status != 409:
             raise
     # Node creation keeps status only on some versions; set the mirrored capacity explicitly.
-    core.patch_node_status(layout.node.name, {"status": body["status"]})
+    core.patch_node_status(name, {"status": body["status"]})
 
 
 def node_ready(api: client.ApiClient, name: str) -> bool:

@@ -27,11 +27,16 @@ class SandboxPorts:
     controller_manager: int = 16257
     scheduler: int = 16259
     kwok_server: int = 16250
+    kubelet: int = 16262
+    kubelet_healthz: int = 16263
 
 
 @dataclass(frozen=True)
 class SandboxNode:
-    """The single compute node: a Slurm node and the kwok node that mirrors it."""
+    """The single compute node: a Slurm node and the real kubelet node of the same name.
+
+    Slurm and Kubernetes both see these numbers (the node's status is patched to them), not
+    the machine's: Pods' limits are cgroup quotas, so oversubscribing the machine is fine."""
 
     name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     cpus: int = 16
@@ -74,6 +79,11 @@ class SandboxLayout:
     @property
     def nas_dir(self) -> Path:
         return self.root / "nas"
+
+    @property
+    def node_dir(self) -> Path:
+        """containerd, CNI and kubelet state of the real compute node."""
+        return self.root / "node"
 
     @property
     def gpu_device_dir(self) -> Path:

@@ -16,7 +16,7 @@ import yaml
 from bridge.ingest.launcher import render_job_submit_lua
 from bridge.ingest.layout import ensure_nas_layout
 from bridge.resources import resource_path
-from bridge.sandbox import k8s_build, kube_cluster, slurm_cluster
+from bridge.sandbox import images, k8s_build, kube_cluster, kube_node, slurm_cluster
 from bridge.sandbox.layout import ProgressFn, SandboxLayout
 from bridge.sandbox.procs import Daemons, kill_strays
 from bridge.settings import load_settings
@@ -110,8 +110,10 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
         directory.mkdir(parents=True, exist_ok=True)
     layout.root.chmod(0o755)
     daemons = Daemons(layout)
-    bin_dir = k8s_build.ensure_built(progress)
     slurm_cluster.ensure_packages(progress)
+    kube_node.ensure_packages(progress)
+    bin_dir = k8s_build.ensure_built(progress)
+    images.ensure_images(progress)
     _ensure_reachable_by_job_users(skbridge_bin(), progress)
     _write_bridge_config(layout)
     layout.slurm_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,7 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
         daemons.stop("slurmctld")
     slurm_cluster.start(layout, daemons, progress)
     kube_cluster.start(layout, daemons, bin_dir, progress)
+    kube_node.start(layout, daemons, bin_dir, kube_cluster.admin_api(layout), kube_cluster.apiserver_url(layout), progress)
     daemons.start("watcher", [str(skbridge_bin()), "watch"], env={**os.environ, "SKBRIDGE_CONFIG": str(layout.bridge_config)})
     elapsed = time.monotonic() - started
     progress(f"sandbox up in {elapsed:.1f}s")
@@ -130,6 +133,8 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
 def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) -> None:
     daemons = Daemons(layout)
     stopped = [name for name in ("watcher",) if daemons.stop(name)]
+    api = kube_cluster.admin_api(layout) if daemons.running("kube-apiserver") else None
+    stopped += kube_node.stop(layout, daemons, api, progress)
     stopped += kube_cluster.stop(daemons) + slurm_cluster.stop(layout, daemons)
     strays = kill_strays(layout)
     progress(f"stopped {', '.join(stopped) or 'nothing'}" + (f"; killed {len(strays)} stray process(es)" if strays else ""))
@@ -141,7 +146,9 @@ def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) ->
 def status(layout: SandboxLayout) -> list[ComponentStatus]:
     daemons = Daemons(layout)
     rows: list[ComponentStatus] = []
-    for name in ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", *kube_cluster.COMPONENTS, "watcher"):
+    names = ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", *kube_cluster.COMPONENTS, *kube_node.COMPONENTS,
+             "watcher")
+    for name in names:
         rec = daemons.running(name)
         if name == "munged" and rec is None and slurm_cluster.munge_works():
             rows.append(ComponentStatus(name, None, "running", "started outside the sandbox"))

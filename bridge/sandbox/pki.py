@@ -79,6 +79,21 @@ class SandboxPKI:
             self.path("sa.pub").write_bytes(sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
+    def ensure_node(self, node_name: str) -> None:
+        """The kubelet's client identity (`system:node:<name>`, for the Node authorizer) and its
+        serving certificate (the API server reaches it on 127.0.0.1 for logs)."""
+        ca_key = serialization.load_pem_private_key(self.path("ca.key").read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        client = f"kubelet-{node_name}"
+        if not self.path(f"{client}.crt").exists():
+            self._issue(client, _name(f"system:node:{node_name}", "system:nodes"), ca_key, ca_cert)
+        serving = f"kubelet-serving-{node_name}"
+        if not self.path(f"{serving}.crt").exists():
+            sans: list[x509.GeneralName] = [x509.DNSName(node_name), x509.DNSName("localhost"),
+                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            self._issue(serving, _name(f"system:node:{node_name}", "system:nodes"), ca_key, ca_cert, server_sans=sans)
+
     def _make_ca(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)

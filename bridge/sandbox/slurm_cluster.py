@@ -24,13 +24,16 @@ ETC_SLURM_CONF = Path("/etc/slurm/slurm.conf")
 def ensure_packages(progress: ProgressFn) -> None:
     missing = [tool for tool in ("slurmctld", "slurmd", "slurmdbd", "sbatch", "munged", "mariadbd") if shutil.which(tool) is None
                and not Path(f"/usr/sbin/{tool}").exists()]
-    if not missing:
-        return
+    if missing:
+        apt_install(SLURM_PACKAGES, missing, progress)
+
+
+def apt_install(packages: tuple[str, ...], missing: list[str], progress: ProgressFn) -> None:
     if os.geteuid() != 0:
-        raise PermanentError(f"missing {', '.join(missing)}; install them with: sudo apt-get install {' '.join(SLURM_PACKAGES)}")
-    progress(f"installing {' '.join(SLURM_PACKAGES)} with apt-get")
+        raise PermanentError(f"missing {', '.join(missing)}; install them with: sudo apt-get install {' '.join(packages)}")
+    progress(f"installing {' '.join(packages)} with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *SLURM_PACKAGES]):
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
         out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise PermanentError(f"{' '.join(argv)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")

@@ -17,6 +17,7 @@ import pytest
 from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import KIND_ORDER, collection_path
 from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY
+from bridge.sandbox.images import JOB_IMAGE
 from bridge.settings import Settings, load_settings
 from tests.conftest import Sandbox, wait_for
 
@@ -26,11 +27,19 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NOD
 
 def job_script(*sbatch: str, env: tuple[str, ...] = (), results: str | None = None,
                body: str = "echo hello from the pod") -> str:
+    """A job for the sandbox's real node. `SANDBOX_RUN_DURATION=` and `SANDBOX_EXIT_CODE=` in
+    `env` become the script's own `sleep` and `exit` (they also still drive kwok nodes)."""
     lines = ["#!/bin/bash", "#SBATCH --mem=1G", "#SBATCH --time=10", *(f"#SBATCH {opt}" for opt in sbatch),
-             "#K8S_IMAGE=registry.lab:5000/alpine:3", *(f"#K8S_ENV={item}" for item in env)]
+             f"#K8S_IMAGE={JOB_IMAGE}", *(f"#K8S_ENV={item}" for item in env)]
     if results:
         lines.append(f"#K8S_RESULTS={results}")
-    return "\n".join([*lines, body, ""])
+    played = dict(item.split("=", 1) for item in env if item.startswith("SANDBOX_"))
+    tail = []
+    if "SANDBOX_RUN_DURATION" in played:
+        tail.append(f"sleep {played['SANDBOX_RUN_DURATION']}")
+    if "SANDBOX_EXIT_CODE" in played:
+        tail.append(f"exit {played['SANDBOX_EXIT_CODE']}")
+    return "\n".join([*lines, body, *tail, ""])
 
 
 @dataclass
@@ -146,7 +155,8 @@ def gpu_blocker(sandbox: Sandbox, test_namespace: str) -> Iterator[str]:
         "spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                      {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [sandbox.node_name]}]}]}}},
                  "tolerations": [{"operator": "Exists"}],
-                 "containers": [{"name": "hog", "image": "registry.lab:5000/hog:1",
+                 "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "hog", "image": JOB_IMAGE, "command": ["sleep", "1800"],
                                  "resources": {"limits": {"nvidia.com/gpu": "4"}}}]},
     }
     sandbox.core.create_namespaced_pod(test_namespace, body)
