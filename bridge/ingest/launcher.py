@@ -72,32 +72,43 @@ def _is_generated(line: str) -> bool:
     return False
 
 
-def has_launcher(text: str) -> bool:
-    """The bridge's launcher line is where it belongs: the first line bash runs.
+def _is_launcher(line: str, skbridge_path: Path | None, config_path: Path | None) -> bool:
+    if skbridge_path is not None:
+        return line == launcher_line(skbridge_path, config_path)
+    return _is_generated(line)
 
-    Only that exact position and form count. A user's line that merely ends with the marker
+
+def has_launcher(text: str, skbridge_path: Path | None = None, config_path: Path | None = None) -> bool:
+    """The launcher line is where it belongs: the first line bash runs.
+
+    Only that position counts, and only the whole line `launcher_line` makes (for these paths
+    when given). A user's line that merely ends with the marker
     (`hostname > /tmp/x  # skbridge-launcher: ...`) is just one of the user's commands.
     """
     lines = text.split("\n")
     at = header_end(lines)
-    return at < len(lines) and _is_generated(lines[at])
+    return at < len(lines) and _is_launcher(lines[at], skbridge_path, config_path)
 
 
 def insert_launcher(text: str, skbridge_path: Path, config_path: Path | None = None) -> str:
     """Insert the launcher line after the header, unless that exact line is already there."""
-    lines = text.split("\n")
-    line = launcher_line(skbridge_path, config_path)
-    at = header_end(lines)
-    if at < len(lines) and lines[at] == line:
+    if has_launcher(text, skbridge_path, config_path):
         return text
-    lines.insert(_insertion_point(lines), line)
+    lines = text.split("\n")
+    lines.insert(_insertion_point(lines), launcher_line(skbridge_path, config_path))
     return "\n".join(lines)
 
 
-def strip_launcher(text: str) -> str:
-    """The user's own script, as the Pod must run it: the launcher line removed from its place only."""
+def strip_launcher(text: str, skbridge_path: Path | None = None, config_path: Path | None = None) -> str:
+    """The user's own script, as the Pod must run it: the launcher line removed from its place only.
+
+    Both insertion paths (the watcher, job_submit.lua) put the configured line at that place
+    unless that exact line was already there, so on a stored script the line found there is
+    the bridge's. Without paths any line in the generated form counts; it only shapes the
+    Pod's copy, never what runs on the host.
+    """
     lines = text.split("\n")
     at = header_end(lines)
-    if at < len(lines) and _is_generated(lines[at]):
+    if at < len(lines) and _is_launcher(lines[at], skbridge_path, config_path):
         del lines[at]
     return "\n".join(lines)

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
-from bridge.ingest.launcher import LAUNCHER_MARKER, has_launcher, insert_launcher, strip_launcher
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.ingest.launcher import (
+    LAUNCHER_MARKER,
+    has_launcher,
+    header_end,
+    insert_launcher,
+    launcher_line,
+    render_job_submit_lua,
+    strip_launcher,
+)
 
 SKB = Path("/opt/slurm-k8s-bridge/bin/skbridge")
 SCRIPT = """#!/bin/bash
@@ -43,3 +57,77 @@ def test_header_only_script_keeps_its_final_newline() -> None:
 def test_paths_with_spaces_are_quoted() -> None:
     inserted = insert_launcher(SCRIPT, Path("/opt/my tools/skbridge"))
     assert "exec '/opt/my tools/skbridge' attach" in inserted
+
+
+# -- issue 11 item 4: a user's line ending with the marker never stands in for the launcher ------
+
+SPOOFS = [
+    f"hostname > /tmp/pwned  {LAUNCHER_MARKER}",
+    f"exec /bin/true  {LAUNCHER_MARKER}",
+    f"exec /home/alice/evil attach  {LAUNCHER_MARKER}",                      # the generated form, another path
+    f"exec /opt/slurm-k8s-bridge/bin/skbridge attach  {LAUNCHER_MARKER}  ",  # trailing spaces
+    f"  exec /opt/slurm-k8s-bridge/bin/skbridge attach  {LAUNCHER_MARKER}",  # indented
+    f"exec /opt/slurm-k8s-bridge/bin/skbridge attach; id  {LAUNCHER_MARKER}",
+]
+
+
+def _spoofed(line: str) -> str:
+    return f"#!/bin/bash\n#SBATCH --mem=1G\n#K8S_IMAGE=registry.lab:5000/x:1\n{line}\necho after\n"
+
+
+@pytest.mark.parametrize("line", SPOOFS)
+def test_a_users_line_ending_with_the_marker_gets_the_launcher_in_front(line: str) -> None:
+    text = _spoofed(line)
+    assert not has_launcher(text, SKB)
+    inserted = insert_launcher(text, SKB)
+    lines = inserted.split("\n")
+    assert lines[header_end(lines)] == launcher_line(SKB)  # the first line bash runs
+    assert lines[header_end(lines) + 1] == line
+    assert has_launcher(inserted, SKB)
+    assert strip_launcher(inserted) == strip_launcher(inserted, SKB) == text
+    assert strip_launcher(text, SKB) == text  # nothing of the user's is ever stripped
+
+
+def test_the_exact_line_at_the_exact_place_is_kept_once() -> None:
+    text = _spoofed(launcher_line(SKB))
+    assert has_launcher(text, SKB) and insert_launcher(text, SKB) == text
+    elsewhere = "#!/bin/bash\n#K8S_IMAGE=r/x:1\necho first\n" + launcher_line(SKB) + "\n"
+    assert not has_launcher(elsewhere)
+    assert insert_launcher(elsewhere, SKB).split("\n")[2] == launcher_line(SKB)
+    assert strip_launcher(elsewhere) == elsewhere
+
+
+def test_header_end_is_bashs_first_command() -> None:
+    assert header_end(["#!/bin/bash", "  # c", "\t", "", "\v#x", "echo"]) == 4  # \v is no blank to bash
+    assert header_end(["#!/bin/bash", "#SBATCH --mem=1G"]) == 2
+
+
+LUA = shutil.which("lua5.1")  # the Lua slurmctld 22.05 embeds
+HARNESS = """
+slurm = {SUCCESS = 0, ERROR = -1, log_info = function(...) end}
+dofile(arg[1])
+local f = io.open(arg[2], "rb"); local script = f:read("*a"); f:close()
+local job = {script = script, environment = nil}
+assert(slurm_job_submit(job, {}, 1501) == 0)
+io.write(job.script)
+"""
+
+
+@pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (apt-get install lua5.1)")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from([
+    "#SBATCH --mem=1G", "#K8S_IMAGE=registry.lab:5000/x:1", "", " ", "\t# c", "# comment", "\v#x", "echo hi",
+    "python train.py", *SPOOFS, launcher_line(SKB), launcher_line(Path("/opt/my tools/skbridge")),
+]), max_size=8), st.booleans(), st.sampled_from([None, Path("/etc/skb/config.yaml"), Path("/etc/it's.yaml")]))
+def test_job_submit_lua_inserts_exactly_what_the_watcher_inserts(tmp_path: Path, body: list[str], newline: bool,
+                                                                 config: Path | None) -> None:
+    text = "\n".join(["#!/bin/bash", "#K8S_IMAGE=registry.lab:5000/x:1", *body]) + ("\n" if newline else "")
+    template = (Path(__file__).parents[2] / "deploy/slurm/job_submit.lua").read_text()
+    plugin = tmp_path / "job_submit.lua"
+    plugin.write_text(render_job_submit_lua(template, SKB, config))
+    (tmp_path / "harness.lua").write_text(HARNESS)
+    (tmp_path / "script").write_text(text)
+    assert LUA is not None
+    out = subprocess.run([LUA, str(tmp_path / "harness.lua"), str(plugin), str(tmp_path / "script")],
+                         capture_output=True, check=True)
+    assert out.stdout.decode() == insert_launcher(text, SKB, config)
