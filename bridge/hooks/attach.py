@@ -3,11 +3,14 @@
 It never runs the user's commands. It follows the job's Pod with the job's own credential,
 copies the Pod's log to stdout (which Slurm writes to the job's --output file), and exits
 with the Pod's exit code, so `sacct` shows what the container did. scancel and the time
-limit send SIGTERM: attach stops at once and the epilog removes the Pod.
+limit send SIGTERM: attach deletes the Pod with its grace period (below Slurm's KillWait),
+so the container gets SIGTERM too, copies what the job prints until its container is gone,
+then exits; the epilog removes the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -27,6 +30,7 @@ from bridge.settings import Settings
 
 EXIT_REJECTED = 1
 EXIT_LOST = 1
+EXIT_OOM = 128 + signal.SIGKILL
 _TERMINAL = ("Succeeded", "Failed")
 
 
@@ -116,7 +120,35 @@ def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | Non
             time.sleep(1.0)  # a broken watch is re-established from a fresh read
 
 
-def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, out: BinaryIO | None = None) -> int:
+def _termination(pod: dict[str, Any]) -> tuple[int, str]:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated is not None:
+            return int(terminated.get("exitCode", 1)), str(terminated.get("reason") or "")
+    return _exit_code(pod), ""
+
+
+_REASONS = {"OOMKilled": "out of memory: the job used more than its --mem and the kernel killed it"}
+
+
+class _Signals:
+    """SIGTERM/SIGINT only set a flag; the main thread acts on it between waits."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def handler(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signum
+
+
+def _stop_pod(kube: Kube, namespace: str, pod: str, grace_s: int) -> None:
+    # Gone already, or the API server is away: the epilog deletes it.
+    with contextlib.suppress(BridgeError):
+        kube.delete(object_path("Pod", pod, namespace), grace_period_s=grace_s)
+
+
+def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, out: BinaryIO | None = None,
+               signals: _Signals | None = None) -> int:
     out = out or sys.stdout.buffer
     job_dir = results_dir(settings.nas, user, job_id)
     status = read_status(job_dir) or {}
@@ -133,14 +165,34 @@ def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, o
     copy = _LogCopy(out)
     follower = threading.Thread(target=_follow_log, args=(kube, namespace, pod, copy), daemon=True)
     follower.start()
-    final = _wait_terminal(kube, namespace, pod)
+    result: list[dict[str, Any] | None] = []
+    waiter = threading.Thread(target=lambda: result.append(_wait_terminal(kube, namespace, pod)), daemon=True)
+    waiter.start()
+    while waiter.is_alive() and (signals is None or signals.received is None):
+        waiter.join(timeout=0.2)
+    if signals is not None and signals.received is not None:
+        # scancel or the time limit: the container gets SIGTERM now and SIGKILL after the grace
+        # period; what it prints meanwhile (a trap's last words) still reaches the output.
+        grace_s = settings.kubernetes.termination_grace_period_s
+        _stop_pod(kube, namespace, pod, grace_s)
+        waiter.join(timeout=grace_s + 5)
+        follower.join(timeout=1.0)
+        copy.stop()
+        _say(out, f"job {job_id} ended by {signal.Signals(signals.received).name}")
+        return 128 + signals.received
+    final = result[0] if result else None
     _finish_log(kube, namespace, pod, copy, follower)
     if final is None:
         _say(out, f"Pod {pod} disappeared before it finished")
         return EXIT_LOST
-    code = _exit_code(final)
+    code, reason = _termination(final)
+    if reason == "OOMKilled" and code == 0:
+        # A process of the job was killed for memory but the script went on: as under Slurm's
+        # own cgroup enforcement, the job did not complete.
+        code = EXIT_OOM
     if code != 0:
-        _say(out, f"Pod {pod} ended {final['status'].get('phase')} with exit code {code}")
+        why = f" ({reason}: {_REASONS[reason]})" if reason in _REASONS else (f" ({reason})" if reason else "")
+        _say(out, f"Pod {pod} ended {final['status'].get('phase')} with exit code {code}{why}")
     return code
 
 
@@ -152,14 +204,10 @@ def attach_main(settings: Settings) -> int:
         print("skbridge attach: run by Slurm as a bridge job's batch step (SLURM_JOB_ID is unset)", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: FrameType | None) -> None:
-        # scancel or the time limit: stop following; the epilog deletes the Pod.
-        print(f"skbridge attach: job {job_id} ended by {signal.Signals(signum).name}", flush=True)
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    return run_attach(settings, job_id, user, restart)
+    signals = _Signals()
+    signal.signal(signal.SIGTERM, signals.handler)
+    signal.signal(signal.SIGINT, signals.handler)
+    return run_attach(settings, job_id, user, restart, signals=signals)
 
 
 def attach_command(config: Path | None) -> int:

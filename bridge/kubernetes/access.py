@@ -46,7 +46,9 @@ def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) ->
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(), "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(),
          "rules": [
-             {"apiGroups": [""], "resources": ["pods"], "resourceNames": [pod_name], "verbs": ["get", "watch"]},
+             {"apiGroups": [""], "resources": ["pods"], "resourceNames": [pod_name],
+              # delete: on scancel or the time limit, attach ends its own Pod with the grace period.
+              "verbs": ["get", "watch", "delete"]},
              {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": [pod_name], "verbs": ["get"]},
          ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(),
