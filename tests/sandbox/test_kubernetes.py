@@ -1,4 +1,4 @@
-"""The sandbox's Kubernetes is real: the scheduler places Pods, kwok plays the kubelet."""
+"""The sandbox's Kubernetes is real: the scheduler places Pods, a real kubelet runs them."""
 
 from __future__ import annotations
 
@@ -8,22 +8,25 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from bridge.sandbox.images import JOB_IMAGE
 from tests.conftest import Sandbox, wait_for
 
 
-def _pod(name: str, node: str | None, *, gpus: int = 1, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def _pod(name: str, node: str | None, *, gpus: int = 1, script: str = "sleep 600") -> dict[str, Any]:
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 1,
         "containers": [{
             "name": "main",
-            "image": "registry.lab:5000/alpine:3",
+            "image": JOB_IMAGE,
+            "command": ["/bin/bash", "-c", script],
             "resources": {"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": str(gpus)}},
         }],
     }
     if node is not None:
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
-    return {"metadata": {"name": name, "annotations": annotations or {}}, "spec": spec}
+    return {"metadata": {"name": name}, "spec": spec}
 
 
 def _phase(core: client.CoreV1Api, ns: str, name: str) -> str:
@@ -41,8 +44,7 @@ def test_mirror_node_matches_the_slurm_node(sandbox: Sandbox) -> None:
 
 def test_pod_runs_then_succeeds(sandbox: Sandbox, test_namespace: str) -> None:
     core = sandbox.core
-    core.create_namespaced_pod(test_namespace, _pod("ok", sandbox.node_name,
-                                                    annotations={"sandbox.skbridge.io/run-duration": "3s"}))
+    core.create_namespaced_pod(test_namespace, _pod("ok", sandbox.node_name, script="sleep 3"))
     wait_for(lambda: _phase(core, test_namespace, "ok") == "Running", timeout_s=30, what="pod Running")
     pod = core.read_namespaced_pod("ok", test_namespace)
     assert pod.spec.node_name == sandbox.node_name
@@ -52,10 +54,9 @@ def test_pod_runs_then_succeeds(sandbox: Sandbox, test_namespace: str) -> None:
     assert terminated.exit_code == 0
 
 
-def test_pod_fails_with_annotated_exit_code(sandbox: Sandbox, test_namespace: str) -> None:
+def test_pod_fails_with_its_exit_code(sandbox: Sandbox, test_namespace: str) -> None:
     core = sandbox.core
-    core.create_namespaced_pod(test_namespace, _pod("bad", sandbox.node_name, annotations={
-        "sandbox.skbridge.io/run-duration": "1s", "sandbox.skbridge.io/exit-code": "3"}))
+    core.create_namespaced_pod(test_namespace, _pod("bad", sandbox.node_name, script="sleep 1; exit 3"))
     wait_for(lambda: _phase(core, test_namespace, "bad") == "Failed", timeout_s=30, what="pod Failed")
     terminated = core.read_namespaced_pod("bad", test_namespace).status.container_statuses[0].state.terminated
     assert terminated.exit_code == 3
@@ -80,8 +81,7 @@ def test_pod_asking_more_gpus_than_the_node_has_stays_unschedulable(sandbox: San
 
 def test_deletion_leaves_nothing_behind(sandbox: Sandbox, test_namespace: str) -> None:
     core = sandbox.core
-    core.create_namespaced_pod(test_namespace, _pod("doomed", sandbox.node_name,
-                                                    annotations={"sandbox.skbridge.io/run-duration": "10m"}))
+    core.create_namespaced_pod(test_namespace, _pod("doomed", sandbox.node_name))
     wait_for(lambda: _phase(core, test_namespace, "doomed") == "Running", timeout_s=30, what="pod Running")
     core.delete_namespaced_pod("doomed", test_namespace, grace_period_seconds=5)
 

@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from bridge.sandbox import kube_node
+from bridge.sandbox.images import JOB_IMAGE
 from bridge.sandbox.procs import Daemons, stray_processes
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 
 SKBRIDGE = str(Path(sys.executable).parent / "skbridge")
-DAEMONS = ("slurmctld", "slurmd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+DAEMONS = ("slurmctld", "slurmd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+           "containerd", "kubelet", "node-keeper")
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([SKBRIDGE, "sandbox", *argv], capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_up_twice_is_harmless_and_down_stops_exactly_what_up_started(sandbox: Sandbox, tmp_job_dir: Path) -> None:
+def _shims() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "exe").endswith("/containerd-shim-runc-v2"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _node_leftovers(sandbox: Sandbox) -> dict[str, object]:
+    """What a real node can leave behind: mounts, network namespaces, interfaces, cgroups, shims."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return {
+        "mounts": kube_node.mounts_below(sandbox.layout.root),
+        "netns": kube_node.sandbox_netns(),
+        "bridge": kube_node.BRIDGE_IF in links,
+        "veths on the bridge": f"master {kube_node.BRIDGE_IF}" in links,
+        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{kube_node.KUBEPODS}")),
+        "shims": _shims(),
+    }
+
+
+def test_up_twice_is_harmless_and_down_stops_exactly_what_up_started(
+    sandbox: Sandbox, tmp_job_dir: Path, test_namespace: str,
+) -> None:
     daemons = Daemons(sandbox.layout)
     before = {name: daemons.running(name) for name in DAEMONS}
     assert all(before.values()), before
@@ -35,12 +65,27 @@ def test_up_twice_is_harmless_and_down_stops_exactly_what_up_started(sandbox: Sa
     script = tmp_job_dir / "long.sh"
     script.write_text("#!/bin/bash\nsleep 300\n")
     job_id = sandbox.slurm("sbatch", "--parsable", "--output=/dev/null", str(script)).stdout.strip()
+    # A running container leaves mounts, a network namespace, a veth and a shim behind if
+    # `down` is careless; one that ignores SIGTERM makes it wait.
+    sandbox.core.create_namespaced_pod(test_namespace, {"metadata": {"name": "stubborn"}, "spec": {
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 30,
+        "containers": [{"name": "main", "image": JOB_IMAGE,
+                        "command": ["/bin/bash", "-c", "trap '' TERM; sleep 600 & wait; sleep 600"]}]}})
+    wait_for(lambda: sandbox.core.read_namespaced_pod("stubborn", test_namespace).status.phase == "Running",
+             timeout_s=60, what="a container running on the real node")
+    running = _node_leftovers(sandbox)
+    assert running["mounts"] and running["netns"] and running["bridge"] and running["shims"], running
+    pod_netns = kube_node.sandbox_netns()
 
     down = _cli("down")
     assert down.returncode == 0, down.stderr
     for name, rec in before.items():
         assert rec is not None and not rec.alive(), f"{name} (pid {rec.pid if rec else '?'}) still alive"
     assert stray_processes(sandbox.layout) == []
+    assert _node_leftovers(sandbox) == {"mounts": [], "netns": [], "bridge": False, "veths on the bridge": False,
+                                        "cgroups": [], "shims": []}
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert not any(name in netns for name in pod_netns), netns
     stopped = _cli("status")
     assert stopped.returncode == 1
     assert "stopped" in stopped.stdout
