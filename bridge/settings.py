@@ -111,6 +111,8 @@ class KubernetesSettings(_Section):
     unschedulable_grace_s: float = Field(default=10.0, ge=0, description="How long Unschedulable may last before requeue")
     max_prolog_attempts: int = Field(default=5, ge=1, description="After this many requeues the job is failed, not requeued")
     teardown_timeout_s: float = Field(default=60.0, gt=0, description="Epilog: wait this long for objects to be gone")
+    test_image: str | None = Field(default=None, description="Image for `skbridge test-suite`'s hello job; the nodes "
+                                   "should hold it (default: busybox:1.36 from the first allowed registry)")
 
     def kube_node(self, slurm_node: str) -> str:
         return self.node_map.get(slurm_node, slurm_node)

@@ -5,8 +5,10 @@
 #SBATCH --mem=2G
 #SBATCH --gres=gpu:a100:1
 #SBATCH --time=00:05:00
-#K8S_IMAGE=registry.lab:5000/pytorch:2.4
-#K8S_ENV=SANDBOX_RUN_DURATION=5s
+#K8S_IMAGE=registry.lab:5000/skbridge-job:bookworm
 #K8S_RESULTS=/workspace/outputs
-echo "hello from job $SLURM_JOB_ID on GPU(s) $SLURM_JOB_GPUS"
-mkdir -p outputs && nvidia-smi -L > outputs/gpus.txt
+echo "hello from job $SLURM_JOB_ID: uid $(id -u), groups $(id -G), in container $(hostname)"
+echo "Slurm gave it GPU $SLURM_JOB_GPUS; the container sees NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES"
+mkdir -p outputs
+python3 -c 'import platform; print("python", platform.python_version(), "on", platform.platform())' | tee outputs/python.txt
+for step in 1 2 3; do echo "step $step of 3"; sleep 1; done

@@ -303,6 +303,40 @@ def _nodes(ctx: Context) -> str:
     return ", ".join(seen)
 
 
+def _test_image(ctx: Context) -> str:
+    return ctx.e2e_image or ctx.s.kubernetes.test_image or f"{ctx.s.policy.allowed_registries[0]}/busybox:1.36"
+
+
+@check("kubernetes", "nodes run containers and hold the test image")
+def _runtime(ctx: Context) -> str:
+    out = ctx.slurm("sinfo", "-h", "-N", "-o", "%N")
+    if out.returncode != 0:
+        raise Skipped("sinfo failed: slurmctld does not answer")
+    kube, image = _kube(ctx), _test_image(ctx)
+    problems, seen = [], []
+    for node in sorted(set(out.stdout.split())):
+        found = kube.get_or_none(f"/api/v1/nodes/{ctx.s.kubernetes.kube_node(node)}")
+        if found is None:
+            continue  # the node-mapping check reports it
+        status = found.get("status") or {}
+        runtime = (status.get("nodeInfo") or {}).get("containerRuntimeVersion") or ""
+        if "kwok.x-k8s.io/node" in ((found.get("metadata") or {}).get("annotations") or {}):
+            problems.append(f"{node} is simulated by kwok: nothing runs there")
+            continue
+        if not runtime:
+            problems.append(f"{node}: the kubelet reports no container runtime")
+            continue
+        names = {name for entry in status.get("images") or [] for name in entry.get("names") or []}
+        if image not in names and f"docker.io/library/{image}" not in names:
+            problems.append(f"{node} ({runtime}) does not hold {image}")
+            continue
+        seen.append(f"{node} ({runtime})")
+    if problems:
+        raise Failed("; ".join(problems), f"check containerd and the kubelet on those nodes; pull {image} there, or "
+                     "pass --image / set kubernetes.test_image to an image the nodes hold")
+    return f"{', '.join(seen)} hold {image}"
+
+
 # -- watcher ----------------------------------------------------------------------------------
 
 
@@ -345,8 +379,8 @@ HELLO = """#!/bin/bash
 #SBATCH --time=00:05:00
 #SBATCH --output={home}/skbridge-test-suite-%j.out
 #K8S_IMAGE={image}
-#K8S_ENV=SANDBOX_RUN_DURATION=2s
 echo "hello from the slurm-k8s-bridge test suite"
+sleep 2
 """
 
 
@@ -366,7 +400,7 @@ def _e2e(ctx: Context) -> str:
         account = pwd.getpwnam(ctx.e2e_user)
     except KeyError as exc:
         raise Failed(f"no user {ctx.e2e_user}", "pass an existing lab account with --user") from exc
-    image = ctx.e2e_image or f"{settings.policy.allowed_registries[0]}/busybox:1.36"
+    image = _test_image(ctx)
     home = settings.nas.home_root / account.pw_name
     if not home.is_dir():
         home.mkdir(parents=True)

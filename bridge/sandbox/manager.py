@@ -61,6 +61,7 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
             "pod_template": str(resource_path("deploy/sandbox/sandbox-pod-template.yaml")),
             "unschedulable_grace_s": 3,
             "pod_ready_timeout_s": 60,
+            "test_image": images.JOB_IMAGE,
         },
         "hook_log_path": str(layout.log_dir / "hooks.log"),
         "ingest": {
