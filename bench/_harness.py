@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from bridge.ingest.layout import ensure_nas_layout  # noqa: E402
 from bridge.sandbox import manager  # noqa: E402
+from bridge.sandbox.images import JOB_IMAGE  # noqa: E402
 from bridge.sandbox.layout import SandboxLayout  # noqa: E402
 from bridge.settings import Settings, load_settings  # noqa: E402
 
@@ -203,8 +204,10 @@ def summarize(values: list[float]) -> str:
 
 
 def job_text(name: str, *, body: str = "echo hello", env: tuple[str, ...] = ()) -> str:
+    """A job for the sandbox's real node; SANDBOX_RUN_DURATION= in `env` also becomes its own sleep."""
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", "#SBATCH --cpus-per-task=1", "#SBATCH --mem=512M",
-             "#SBATCH --time=00:10:00", "#K8S_IMAGE=registry.lab:5000/alpine:3", *(f"#K8S_ENV={e}" for e in env), body]
+             "#SBATCH --time=00:10:00", f"#K8S_IMAGE={JOB_IMAGE}", *(f"#K8S_ENV={e}" for e in env), body]
+    lines += [f"sleep {e.split('=', 1)[1]}" for e in env if e.startswith("SANDBOX_RUN_DURATION=")]
     return "\n".join(lines) + "\n"
 
 

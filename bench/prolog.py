@@ -27,9 +27,10 @@ SCRIPT = """#!/bin/bash
 #SBATCH --gres=gpu:a100:1
 #SBATCH --time=5
 #SBATCH --output=/dev/null
-#K8S_IMAGE=registry.lab:5000/pytorch:2.4
+#K8S_IMAGE=registry.lab:5000/skbridge-job:bookworm
 #K8S_ENV=SANDBOX_RUN_DURATION=1s
 echo bench
+sleep 1
 """
 
 

@@ -126,14 +126,20 @@ def write_oci_archive(out: Path, image: str, layer_tar: Path, config: dict[str, 
 
 
 def _run(argv: list[str], *, what: str, log_path: Path, cwd: Path | None = None,
-         env: dict[str, str] | None = None) -> None:
+         env: dict[str, str] | None = None, progress: ProgressFn | None = None) -> None:
+    started = time.monotonic()
     with log_path.open("a", encoding="utf-8") as out:
         out.write(f"\n$ {' '.join(argv)}\n")
         out.flush()
-        done = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            time.sleep(1.0)
+            elapsed = int(time.monotonic() - started)
+            if progress is not None and elapsed and elapsed % 15 == 0:
+                progress(f"{what}: {elapsed // 60}m{elapsed % 60:02d}s elapsed")
+    if proc.returncode != 0:
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:])
-        raise PermanentError(f"{what} failed (exit {done.returncode}); full log in {log_path}\n{tail}")
+        raise PermanentError(f"{what} failed (exit {proc.returncode}); full log in {log_path}\n{tail}")
 
 
 def _build_pause(work: Path, log_path: Path) -> None:
@@ -174,7 +180,7 @@ def _build_job(work: Path, log_path: Path, progress: ProgressFn) -> None:
     progress(f"job image: debootstrap {DEBIAN_SUITE} minbase + {', '.join(JOB_PACKAGES)} from {mirror} (about a minute)")
     try:
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(JOB_PACKAGES)}", DEBIAN_SUITE,
-              str(rootfs), mirror], what="debootstrap of the job image", log_path=log_path)
+              str(rootfs), mirror], what="debootstrap of the job image", log_path=log_path, progress=progress)
     finally:
         _unmount_below(src)
     for leftover in ("var/cache/apt/archives", "var/lib/apt/lists", "var/log"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kubernetes import client
@@ -94,3 +95,17 @@ def test_deletion_leaves_nothing_behind(sandbox: Sandbox, test_namespace: str) -
 
     wait_for(gone, timeout_s=30, what="pod deleted")
     assert core.list_namespaced_pod(test_namespace).items == []
+
+
+def test_the_node_keeps_the_slurm_nodes_numbers_when_the_kubelet_reports_the_machine(sandbox: Sandbox) -> None:
+    # What the kubelet writes on each status report: the machine's CPUs and memory, no GPUs.
+    machine = {"cpu": str(os.cpu_count()), "memory": "1Gi", "nvidia.com/gpu": "0"}
+    sandbox.core.patch_node_status(sandbox.node_name, {"status": {"capacity": machine, "allocatable": machine}})
+
+    def restored() -> bool:
+        status = sandbox.core.read_node(sandbox.node_name).status
+        return all(r["cpu"] == str(sandbox.layout.node.cpus) and r["nvidia.com/gpu"] == str(sandbox.layout.node.gpus)
+                   and parse_quantity(r["memory"]) == sandbox.layout.node.memory_mib * 2**20
+                   for r in (status.capacity, status.allocatable))
+
+    wait_for(restored, timeout_s=5, what="node-keeper restoring the Slurm node's numbers", interval_s=0.05)

@@ -115,3 +115,23 @@ def test_broken_template_names_its_line(tmp_path: Path) -> None:
     template.write_text("apiVersion: v1\n{% if %}\n")
     with pytest.raises(ConfigError, match=r"broken.yaml:2: template syntax error"):
         _render(reference_settings(pod_template=str(template)))
+
+
+def _env(allocation: JobAllocation, **kube: object) -> dict[str, str]:
+    pod = next(o for o in render_job(reference_settings(**kube), allocation, Directives(), SCRIPT).objects
+               if o["kind"] == "Pod")
+    return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}  # type: ignore[index]
+
+
+def test_gpu_variables_name_the_jobs_gpus_and_a_cpu_job_sees_none() -> None:
+    import dataclasses
+
+    for mode in ("count", "indices"):
+        env = _env(REFERENCE, gpu_mode=mode)
+        # Inside the container only the job's GPUs exist; CUDA numbers them 0..N-1.
+        assert (env["SLURM_JOB_GPUS"], env["CUDA_VISIBLE_DEVICES"]) == ("1,3", "0,1")
+        assert env.get("NVIDIA_VISIBLE_DEVICES") == ("1,3" if mode == "indices" else None)
+        cpu_only = dataclasses.replace(REFERENCE, nodes=(NodeAllocation(node="gpu01", cpus=2, memory_mib=1024),))
+        env = _env(cpu_only, gpu_mode=mode)
+        assert env["NVIDIA_VISIBLE_DEVICES"] == "void", "images defaulting to NVIDIA_VISIBLE_DEVICES=all must see none"
+        assert "CUDA_VISIBLE_DEVICES" not in env and env["SLURM_JOB_GPUS"] == ""
