@@ -278,6 +278,37 @@ def _rbac(ctx: Context) -> str:
     return f"{len(NEEDED)} needed verbs allowed, {len(FORBIDDEN)} others denied"
 
 
+@check("kubernetes", "admission policy confines the bridge's credential")
+def _admission(ctx: Context) -> str:
+    """Dry runs with the bridge's own credential: a volume outside the NAS root must be refused
+    by the policy, one under it accepted (nothing is created either way)."""
+    from bridge.kubernetes.client import KubeRejected
+
+    kube = _kube(ctx)
+    ns = ctx.s.kubernetes.namespace
+
+    def dry_run_volume(path: str) -> str | None:
+        name = "skb-0-r0-test-suite"
+        body = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                         "claimRef": {"namespace": ns, "name": name}, "hostPath": {"path": path}}}
+        try:
+            kube.request("POST", "/api/v1/persistentvolumes", body=body, query={"dryRun": "All"})
+        except KubeRejected as exc:
+            return str(exc)
+        return None
+
+    outside = dry_run_volume("/etc")
+    if outside is None or "slurm-k8s-bridge" not in outside:
+        raise Failed(f"a hostPath volume on /etc was {'accepted' if outside is None else 'refused, but not by the policy'}",
+                     "apply deploy/kubernetes/20-admission.yaml and its parameters (skbridge install kubernetes)")
+    inside = dry_run_volume(str(ctx.s.nas.home_root))
+    if inside is not None:
+        raise Failed(f"a volume under the NAS root was refused: {inside}",
+                     "the policy's nasRoot must match nas.root: rerun skbridge install kubernetes")
+    return f"volumes outside {ctx.s.nas.root} refused, inside accepted"
+
+
 @check("kubernetes", "Slurm nodes map to Kubernetes nodes with the same GPUs")
 def _nodes(ctx: Context) -> str:
     out = ctx.slurm("sinfo", "-h", "-N", "-o", "%N|%G")

@@ -7,6 +7,7 @@ cannot remove within its deadline is logged and left to the watcher's reaper.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +35,6 @@ from bridge.kubernetes.objects import ObjectRef, attempt_selector, delete_object
 from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_USER, ObjectNames
 from bridge.log import get_logger
 from bridge.settings import Settings
-from bridge.slurm.commands import run_slurm
 from bridge.slurm.identity import hook_environment, owner_from_hook_env
 from bridge.slurm.jobinfo import JobAllocation, complete_hook_env, read_allocation, read_batch_script
 
@@ -81,14 +81,26 @@ def _allocation(settings: Settings, job_id: str, hook_env: Mapping[str, str] | N
 
 
 def _record_collect_failure(settings: Settings, allocation: JobAllocation, reason: str) -> None:
+    """Root's record says it for admins (and `skbridge status`); the job's output file, appended
+    as the user, says it to the user (Slurm takes no AdminComment once a job has finished)."""
     text = f"results not collected: {reason}"
     JobRecords(settings.job_records_dir).append(allocation.job_id, attempt=allocation.restart_count,
                                                 state="collect-failed", reason=text)
+    output = allocation.standard_output
+    if not output.startswith("/"):
+        return
+
+    def append() -> None:
+        fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)  # never creates a file
+        try:
+            os.write(fd, f"skbridge epilog: {text}\n".encode())
+        finally:
+            os.close(fd)
+
     try:
-        run_slurm(settings.slurm, ["scontrol", "update", f"JobId={allocation.job_id}",
-                                   f"AdminComment=skbridge: {text[:850]}"])
+        run_as_user(allocation.uid, allocation.gid, append)
     except BridgeError as exc:
-        log.warning("cannot set the job's AdminComment", error=str(exc))
+        log.warning("cannot tell the user in the job's output", output=output, error=str(exc))
 
 
 def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, script: str) -> None:

@@ -96,8 +96,10 @@ def run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
         # Who the job belongs to comes first, from slurmctld's own variables: root makes no
         # folder and no object for anyone before that is beyond doubt.
         try:
-            env = complete_hook_env(settings.slurm, job_id, hook_environment(hook_env))
+            given = hook_environment(hook_env)
+            env = complete_hook_env(settings.slurm, job_id, given)
             owner = owner_from_hook_env(env, settings.policy)
+            structlog.contextvars.bind_contextvars(owner_from="slurmctld" if "SLURM_JOB_UID" in given else "squeue")
         except IdentityError as exc:
             log.error("job refused: its owner is not established", error=str(exc))
             _admin_comment(settings, job_id, f"skbridge rejected: {exc}")

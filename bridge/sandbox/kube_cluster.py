@@ -17,13 +17,15 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from bridge.kubernetes.apply import apply_manifests, load_manifests
+from bridge.kubernetes.admission import bridge_manifests
+from bridge.kubernetes.apply import apply_manifests
 from bridge.kubernetes.credentials import write_bridge_kubeconfig
 from bridge.kubernetes.kubeconfig import write_kubeconfig
 from bridge.resources import resource_path
 from bridge.sandbox.layout import ProgressFn, SandboxLayout
 from bridge.sandbox.pki import SandboxPKI
 from bridge.sandbox.procs import Daemons
+from bridge.settings import load_settings
 
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 SLURM_NODE_LABEL = "slurm.schedmd.com/node"
@@ -147,7 +149,7 @@ def start(layout: SandboxLayout, daemons: Daemons, bin_dir: Path, progress: Prog
     api = admin_api(layout)
     progress("applying deploy/kubernetes")
     manifests = sorted(resource_path("deploy/kubernetes").glob("*.yaml"))
-    apply_manifests(api, load_manifests(manifests))
+    apply_manifests(api, bridge_manifests(manifests, load_settings(layout.bridge_config)))
     write_bridge_kubeconfig(api, layout.bridge_kubeconfig)
 
 

@@ -64,6 +64,7 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
             "test_image": images.JOB_IMAGE,
         },
         "hook_log_path": str(layout.log_dir / "hooks.log"),
+        "job_records_dir": str(layout.root / "state" / "jobs"),
         "ingest": {
             "journal_path": str(layout.root / "state" / "journal.sqlite"),
             "lock_path": str(layout.run_dir / "watcher.lock"),

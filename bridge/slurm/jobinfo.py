@@ -113,9 +113,10 @@ def read_allocation(settings: SlurmSettings, job_id: str, owner: JobOwner,
     if (allocation.user, allocation.uid) != (owner.user, owner.uid):
         raise AmbiguousJobRecord(f"scontrol names {allocation.user}({allocation.uid}) as the owner of job {job_id}, "
                                  f"slurmctld {owner.user}({owner.uid})")
-    nodelist = (hook_env or {}).get("SLURM_JOB_NODELIST")
-    if nodelist and len(allocation.nodes) == 1 and nodelist != allocation.node.node:
-        raise AmbiguousJobRecord(f"scontrol's node {allocation.node.node!r} is not slurmctld's {nodelist!r}")
+    nodelist = expand_hostlist((hook_env or {}).get("SLURM_JOB_NODELIST", ""))
+    described = sorted(name for item in allocation.nodes for name in expand_hostlist(item.node))
+    if nodelist and described and described != sorted(nodelist):
+        raise AmbiguousJobRecord(f"scontrol's nodes {described} are not slurmctld's {nodelist}")
     return dataclasses.replace(allocation, user=owner.user, uid=owner.uid, gid=owner.gid, groups=owner.groups)
 
 
@@ -186,9 +187,11 @@ def _scontrol_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         raise AmbiguousJobRecord(f"scontrol show job output lacks {', '.join(missing)}")
     # Each allocated node is described by exactly one node line: a forged line names a node
     # twice or one outside the allocation.
+    # (An ended job's NodeList may already read (null) while its node lines remain: then the
+    # hook's SLURM_JOB_NODELIST is the reference, see read_allocation.)
     described = [name for item in node_lines for name in expand_hostlist(item.get("Nodes", ""))]
-    allocated = expand_hostlist(fields.get("NodeList", "")) if node_lines else []
-    if len(set(described)) != len(described) or sorted(described) != sorted(allocated):
+    allocated = expand_hostlist(fields.get("NodeList", ""))
+    if len(set(described)) != len(described) or (described and allocated and sorted(described) != sorted(allocated)):
         raise AmbiguousJobRecord(f"scontrol's node lines {described} do not match its node list {allocated}")
     return fields, node_lines
 
