@@ -70,9 +70,14 @@ class SlurmView:
 def slurm_view(settings: Settings) -> SlurmView:
     result = run_slurm(settings.slurm, ["squeue", "--json", "--all"])
     try:
-        jobs = json.loads(result.stdout).get("jobs") or []
+        answer = json.loads(result.stdout)
     except json.JSONDecodeError as exc:
         raise TemporaryError(f"squeue --json printed invalid JSON: {exc}") from exc
+    # slurmctld unreachable: squeue --json (22.05) exits 0 with "errors" and an empty job list,
+    # which must not read as "no job is alive" (that would reap every running job's Pod).
+    if answer.get("errors"):
+        raise TemporaryError(f"squeue --json reported errors: {answer['errors']}")
+    jobs = answer.get("jobs") or []
     states: dict[str, tuple[str, int]] = {}
     for job in jobs:
         raw = job.get("job_state")
