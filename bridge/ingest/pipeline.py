@@ -330,16 +330,8 @@ class Ingestor:
                         error=str(exc))
             return self._wait(entry, str(exc), state=EntryState.SUBMITTING)
         except PermanentError as exc:
-            # slurmctld answered "no". Unless the tag shows a job after all (an unexpected text
-            # after a submission that did happen), the file is rejected with Slurm's reason.
-            try:
-                jobs = self._tagged(entry)
-            except BridgeError:
-                jobs = []
-            if jobs:
-                log.warning("sbatch reported an error but the job exists", error=str(exc), job_id=jobs[0].job_id)
-                self.journal.set_state(entry.id, EntryState.SUBMITTED, job_id=jobs[0].job_id)
-                return self._finish_accepted(entry, jobs[0].job_id)
+            # slurmctld answered "no". (It may still record the refused job in accounting as
+            # FAILED, so a tag lookup here would find a job that never was: none is made.)
             log.info("Slurm rejected the job", error=str(exc))
             return self._reject(entry, [_problem("slurm-rejected", f"sbatch refused the job: {exc}",
                                                  "a job Slurm accepts",

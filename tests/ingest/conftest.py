@@ -140,6 +140,8 @@ def make_watcher_run(sandbox: Sandbox, **overrides: str) -> WatcherRun:
         "SKBRIDGE_INGEST__RETRY_INITIAL_S": "0.5",
         "SKBRIDGE_INGEST__RETRY_MAX_S": "2",
         "SKBRIDGE_INGEST__ABSENCE_CONFIRM_S": "1",
+        # The sandbox's own watcher reaps the shared namespace; a test's private one must not.
+        "SKBRIDGE_INGEST__REAPER_INTERVAL_S": "3600",
         "SKBRIDGE_SLURM__PARTITION": "parked",
         "SKBRIDGE_SLURM__SKBRIDGE_PATH": SKBRIDGE,
         **overrides,

@@ -129,6 +129,11 @@ def test_sbatch_cut_off_by_a_paused_slurmctld_never_submits_twice(
         comment = sandbox.slurm("squeue", "--noheader", "--states=all", "-j", job_id, "--format=%k").stdout.strip()
         assert comment in mine, name
     assert "sbatch did not say whether the job exists" in log
+    if cut_off_by == "sbatch-timeout":
+        assert "Socket timed out on send/recv operation" in log
+    # The scenario really happened: a job sbatch had reported as failed was created when
+    # slurmctld resumed, and the watcher took it instead of submitting again.
+    assert "found the job submitted before the interruption" in log
 
 
 def test_ambiguous_failure_then_slurmctld_stopped_for_longer_keeps_waiting(
@@ -147,7 +152,7 @@ def test_ambiguous_failure_then_slurmctld_stopped_for_longer_keeps_waiting(
         run.drop("frozen.sh", VALID_JOB.format(name="frozen"), owner=users["skbalice"])
         wait_for(lambda: run.log_text().count("cannot look the job up yet") >= 3, timeout_s=20,
                  what="several failed lookups", interval_s=0.1)
-        assert run.log_text().count('"event": "sbatch did not say whether the job exists"') == 1
+        assert run.log_text().count('"event": "sbatch did not say whether the job exists') == 1
         assert list(run.folder("accepted").iterdir()) == [] and list(run.folder("failed").iterdir()) == []
     finally:
         os.kill(record.pid, signal.SIGCONT)
@@ -237,6 +242,8 @@ def test_file_written_in_two_steps_is_never_submitted_half(
     parts.mkdir()
     parts.chmod(0o755)
     rounds = 8
+    wait_for(lambda: '"event": "watching"' in watcher.log_text(), timeout_s=30, what="watcher running")
+    time.sleep(0.5)  # its inotify watches are in place
     for index in range(rounds):
         first = parts / f"a{index}"
         second = parts / f"b{index}"
@@ -249,6 +256,7 @@ def test_file_written_in_two_steps_is_never_submitted_half(
         # paths are the test's own.
         as_user("skbalice", "bash", "-c", f'cat "$1" > "$3"; {gap}cat "$2" >> "$3"', "two-step",
                 str(first), str(second), str(target))
+        time.sleep(0.3)
     watcher.wait_settled(rounds, timeout_s=90)
     accepted = watcher.accepted_job_ids()
     assert list(watcher.folder("failed").iterdir()) == [], [p.read_text() for p in watcher.folder("failed").iterdir()]

@@ -184,17 +184,16 @@ def test_a_tag_on_someone_elses_job_is_not_taken_as_ours(
     assert ing.process(current).state == EntryState.SUBMITTING
 
 
-def test_slurm_refusal_rejects_unless_the_tag_shows_a_job(
+def test_slurm_refusal_rejects_the_file(
         nas: Settings, slurm: FakeSlurm, users: dict[str, pwd.struct_passwd]) -> None:
     alice = users["skbalice"]
     ing = ingestor(nas)
-    first = ing.claim(put(nas.nas.submit_dir / "skbalice", "no.sh", alice))
-    second = ing.claim(put(nas.nas.submit_dir / "skbalice", "odd.sh", alice))
-    assert first is not None and second is not None
-    slurm.sbatch_outcomes = [PermanentError("Invalid partition name specified"), PermanentError("odd text")]
-    slurm.lookup_outcomes = [{}, {f"skb:{second.id}": [TaggedJob("91", "skbalice")]}]
-    assert ing.process(first).state == EntryState.FAILED
-    assert ing.process(second) == pipeline.Outcome(EntryState.ACCEPTED, "91")
+    entry = ing.claim(put(nas.nas.submit_dir / "skbalice", "no.sh", alice))
+    assert entry is not None
+    slurm.sbatch_outcomes = [PermanentError("Invalid partition name specified")]
+    assert ing.process(entry).state == EntryState.FAILED
+    assert slurm.lookup_calls == 0
+    assert "Invalid partition name specified" in (nas.nas.failed_dir / "no.sh.error").read_text()
 
 
 # -- item 7: someone else's file never runs as its owner ---------------------------------------
