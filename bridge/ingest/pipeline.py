@@ -246,7 +246,7 @@ class Ingestor:
             # Not a verdict on the file: a flaky NAS, or a writer still appending. Nothing was
             # submitted since the last proof of absence, so the entry simply waits.
             log.info("file not readable yet", error=str(exc))
-            return self._wait(entry, str(exc))
+            return self._wait(entry, str(exc), count_attempt=True)
         finally:
             os.close(dir_fd)
         if facts is not None and facts.vanished:
@@ -340,10 +340,13 @@ class Ingestor:
         self.journal.set_state(entry.id, EntryState.SUBMITTED, job_id=job_id)
         return self._finish_accepted(entry, job_id)
 
-    def _wait(self, entry: Entry, reason: str, *, state: EntryState = EntryState.WAITING) -> Outcome:
+    def _wait(self, entry: Entry, reason: str, *, state: EntryState = EntryState.WAITING,
+              count_attempt: bool = False) -> Outcome:
+        """Try again later, with back-off (`count_attempt`: this try counts towards it)."""
         ingest = self._settings.ingest
         delay_s = min(ingest.retry_max_s, ingest.retry_initial_s * (2 ** min(entry.attempts, 16)))
-        self.journal.set_state(entry.id, state, reason=reason, next_attempt_at=time.time() + delay_s)
+        self.journal.set_state(entry.id, state, reason=reason, next_attempt_at=time.time() + delay_s,
+                               count_attempt=count_attempt)
         log.info("will retry", retry_in_s=round(delay_s, 1), reason=reason, state=state.value)
         return Outcome(state)
 
@@ -352,6 +355,7 @@ class Ingestor:
     def _finish_accepted(self, entry: Entry, job_id: str) -> Outcome:
         source = entry.processing_name
         if os.path.lexists(os.path.join(self._processing, source)):
+            _make_private(os.path.join(self._processing, source))
             final = _move_no_clobber(self._processing, source, self._accepted, job_id.encode() + b"-" + entry.name)
             log.info("accepted", job_id=job_id, accepted=os.fsdecode(final))
         self.journal.set_state(entry.id, EntryState.ACCEPTED, job_id=job_id)
@@ -377,6 +381,7 @@ class Ingestor:
                     break
         self._write_error_file(target + b".error", report, uid)
         if os.path.lexists(os.path.join(self._processing, entry.processing_name)):
+            _make_private(os.path.join(self._processing, entry.processing_name))
             final = _move_no_clobber(self._processing, entry.processing_name, self._failed, target)
             if final != target:
                 log.warning("failed/ name taken meanwhile; used another", failed=os.fsdecode(final))
@@ -399,6 +404,25 @@ class Ingestor:
         finally:
             os.close(fd)
         os.rename(tmp, path)
+
+
+def _make_private(path: bytes) -> None:
+    """Drop group/other access from a file about to be archived in accepted/ or failed/.
+
+    Those folders are listable by everyone, while the file came from its owner's private
+    submit/<user>/ (0700): archiving must not publish it. Symbolic links and other non-files
+    are left as they are (never followed).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # a symlink (ELOOP) or gone: nothing to protect here
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o700)
+    finally:
+        os.close(fd)
 
 
 def _uid_of(user: str) -> int | None:

@@ -166,7 +166,8 @@ def test_job_found_by_tag_after_an_ambiguous_sbatch_is_accepted_without_resubmit
     assert slurm.sbatch_calls == 1
     final = ing.journal.get(entry.id)
     assert final is not None and final.job_id == "77"
-    assert (nas.nas.accepted_dir / "77-found.sh").exists()
+    # Archived, it stays as private as it was in submit/skbalice/ (0700): accepted/ is listable by all.
+    assert stat.S_IMODE((nas.nas.accepted_dir / "77-found.sh").stat().st_mode) == 0o600
 
 
 def test_a_tag_on_someone_elses_job_is_not_taken_as_ours(
@@ -212,6 +213,7 @@ def test_a_colleagues_file_in_my_folder_is_refused(
     info = error.stat()
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (bob.pw_uid, 0o600)
     assert alice.pw_uid != info.st_uid
+    assert stat.S_IMODE((nas.nas.failed_dir / "bobs.sh").stat().st_mode) == 0o600
 
 
 def test_files_directly_in_submit_are_refused_with_the_new_place(
