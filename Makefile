@@ -25,9 +25,10 @@ sandbox-down: $(BIN)/skbridge
 lint: $(BIN)/skbridge
 	$(BIN)/ruff check bridge tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: $(BIN)/skbridge
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest -m unit -q
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)

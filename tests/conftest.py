@@ -22,6 +22,15 @@ from kubernetes import client
 from bridge.sandbox import k8s_build, kube_cluster, manager
 from bridge.sandbox.layout import SandboxLayout
 
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`-m unit` selects tests/unit (no sandbox); everything else is marked `sandbox`."""
+    for item in items:
+        in_unit = UNIT_DIR in Path(str(item.fspath)).parents
+        item.add_marker(pytest.mark.unit if in_unit else pytest.mark.sandbox)
+
 
 @dataclass
 class Sandbox:

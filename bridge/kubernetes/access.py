@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bridge.collect.results import write_file_as
 from bridge.kubernetes.client import Kube
 from bridge.kubernetes.kubeconfig import render_kubeconfig
 from bridge.kubernetes.render import LABEL_MANAGED_BY, MANAGED_BY, ObjectNames, stamp_spec_hash
+from bridge.runas import write_file_as
 from bridge.slurm.jobinfo import JobAllocation
 
 LABEL_ACCESS_FOR_JOB = "skbridge.io/access-for-job"

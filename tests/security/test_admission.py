@@ -153,8 +153,10 @@ def test_a_rolebinding_to_the_bridges_own_role_is_refused(jobs: Jobs) -> None:
 
 
 def test_the_policy_cannot_be_switched_off_with_the_bridges_credential(jobs: Jobs) -> None:
-    for method, path in (("DELETE", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/" + POLICY + "-volumes"),
-                         ("DELETE", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/" + POLICY + "-volumes")):
+    api = "/apis/admissionregistration.k8s.io/v1"
+    for method, path in (("DELETE", f"{api}/validatingadmissionpolicies/{POLICY}-volumes"),
+                         ("DELETE", f"{api}/validatingadmissionpolicybindings/{POLICY}-volumes"),
+                         ("PUT", f"{api}/validatingadmissionpolicies/{POLICY}-volumes")):
         with pytest.raises(KubeRejected) as refused:
             jobs.kube.request(method, path, query={"dryRun": "All"})
         assert refused.value.status == 403
