@@ -281,3 +281,28 @@ def test_a_name_too_long_to_claim_is_rejected_with_an_error(
     info = error.stat()
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (alice.pw_uid, 0o600)
     assert watcher.dropped_files() == [] and os.listdir(watcher.folder("processing")) == []
+
+
+def test_watcher_out_of_file_descriptors_retries_and_rejects_nothing(
+        watcher: WatcherRun, users: dict[str, pwd.struct_passwd]) -> None:
+    """EMFILE for real: the running watcher's descriptor limit is lowered to what it holds, so
+    every open (listing, claim, reading the file, sbatch's pipes) fails; nothing is rejected,
+    and the file is submitted once the limit is back."""
+    assert watcher.proc is not None
+    wait_for(lambda: '"event": "watching"' in watcher.log_text(), timeout_s=30, what="watcher running")
+    pid = str(watcher.proc.pid)
+    held = len(os.listdir(f"/proc/{pid}/fd"))
+    soft, hard = subprocess.run(["prlimit", "--pid", pid, "--nofile", "--output=SOFT,HARD", "--noheadings", "--raw"],
+                                capture_output=True, text=True, check=True).stdout.split()
+    # Only the soft limit moves: raising a hard limit back needs CAP_SYS_RESOURCE.
+    subprocess.run(["prlimit", "--pid", pid, f"--nofile={held}:{hard}"], check=True)
+    try:
+        watcher.drop("starved.sh", VALID_JOB.format(name="starved"), owner=users["skbalice"])
+        time.sleep(3)
+        assert list(watcher.folder("failed").iterdir()) == []
+        assert list(watcher.folder("accepted").iterdir()) == []
+    finally:
+        subprocess.run(["prlimit", "--pid", pid, f"--nofile={soft}:{hard}"], check=True)
+    watcher.wait_settled(1, timeout_s=60)
+    assert "starved.sh" in watcher.accepted_job_ids(), watcher.log_text()[-3000:]
+    assert "Too many open files" in watcher.log_text()
