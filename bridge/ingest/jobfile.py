@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from bridge.ingest.launcher import SHELL_INTERPRETER
 from bridge.ingest.problems import Problem
 from bridge.ingest.sbatch_grammar import C_SPACE, magic_word, read_header
 from bridge.ingest.sbatch_policy import ALLOWED_SBATCH, FORBIDDEN_WHY, SbatchChecks, SbatchOption
@@ -146,6 +147,10 @@ class _Parser:
         if not lines[0].startswith("#!"):
             self.problem(1, "no-shebang", "the first line is not an interpreter line",
                          "#!/bin/bash as the very first line", "add #!/bin/bash as the first line")
+        elif not SHELL_INTERPRETER.match(lines[0]):
+            self.problem(1, "interpreter", f"{lines[0]!r}: a bridge job's script must be a bash or sh script",
+                         "#!/bin/bash (or /bin/sh, /usr/bin/env bash; one option such as -e or -x at most)",
+                         "start the file with #!/bin/bash; run other languages from the script, e.g. python3 x.py")
         self._scan_lines(lines)
         return self._build()
 

@@ -9,10 +9,17 @@ same line for plain `sbatch` and the golden test keeps the two in step.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
 LAUNCHER_MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
+# The interpreters for which the launcher line means "replace this shell with skbridge
+# attach" before anything else runs, with at most one harmless option word (the kernel passes
+# everything after the path as one argument). Anything else could run the user's text on the
+# host: `#!/usr/bin/env -S sh -c '...'`, an awk or perl program, `bash -l`/`-i` reading the
+# user's startup files. job_submit.lua allows exactly the same lines.
+SHELL_INTERPRETER = re.compile(r"^#![ \t]*(?:(?:/usr)?/bin/(?:bash|sh)(?: -[euxv]+)?|/usr/bin/env (?:bash|sh))[ \t]*$")
 
 
 def launcher_line(skbridge_path: Path, config_path: Path | None = None) -> str:

@@ -54,6 +54,26 @@ local function header_end(lines)
 	return #lines + 1
 end
 
+-- The interpreter lines for which the launcher line runs before anything of the user's
+-- (launcher.py SHELL_INTERPRETER, the same set): bash or sh by path with at most one option
+-- word of e, u, x, v letters, or /usr/bin/env bash|sh. Anything else could run the user's
+-- text on the host (`env -S sh -c ...`, awk/perl programs, `bash -l` reading startup files).
+local function shell_interpreter(first)
+	local line = first:gsub("[ \t]+$", "")
+	local rest = line:match("^#![ \t]*(.*)$")
+	if rest == nil then
+		return false
+	end
+	if rest == "/usr/bin/env bash" or rest == "/usr/bin/env sh" then
+		return true
+	end
+	local path = rest:match("^(%S+) %-[euxv]+$")
+	if path == nil then
+		path = rest
+	end
+	return path == "/bin/bash" or path == "/usr/bin/bash" or path == "/bin/sh" or path == "/usr/bin/sh"
+end
+
 -- Variables that bash or the loader act on before the launcher line runs: with them a user
 -- could run code on the bare host (BASH_ENV, SHELLOPTS=xtrace with PS4, a function named
 -- exec, LD_PRELOAD, ...). The Pod's environment comes from #K8S_ENV, so they are emptied.
@@ -83,6 +103,11 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 	local lines = split_lines(script)
 	if not is_bridge_job(lines) then
 		return slurm.SUCCESS
+	end
+	if not shell_interpreter(lines[1]) then
+		slurm.log_user("slurm-k8s-bridge: a job with #K8S_IMAGE must start with #!/bin/bash (or /bin/sh, " ..
+			"/usr/bin/env bash; one option such as -e at most), so that it runs only in its Pod")
+		return slurm.ERROR
 	end
 	neutralise_environment(job_desc)
 	local config = ""

@@ -46,10 +46,11 @@ def _assert_ran_only_in_the_pod(jobs: Jobs, sandbox: Sandbox, job_id: str, flag:
     # The first line bash runs on the host is the bridge's own launcher.
     assert lines[header_end(lines)] == launcher_line(settings.slurm.skbridge_path, settings.slurm.attach_config_path)
     assert has_launcher(stored, settings.slurm.skbridge_path, settings.slurm.attach_config_path)
-    state, _code = jobs.wait_done(job_id, timeout_s=180)
-    assert state == "COMPLETED", (state, jobs.output_path("skbalice", job_id).read_text(errors="replace"))
+    state, code = jobs.wait_done(job_id, timeout_s=180)
     assert not flag.exists(), f"the script ran on the host: {flag} exists"
-    output = jobs.output_path("skbalice", job_id).read_text(errors="replace")
+    path = jobs.output_path("skbalice", job_id)
+    output = path.read_text(errors="replace") if path.exists() else ""
+    assert state == "COMPLETED", (state, code, output, jobs.hook_log()[-3000:])
     assert "hello from " in output, output  # the Pod's log, streamed by `skbridge attach`
     assert f"hello from {HOST}\n" not in output, output
 
@@ -110,3 +111,18 @@ def test_variables_bash_acts_on_at_start_cannot_run_the_script_on_the_host(
     job_id = out.stdout.strip().split(";")[0]
     jobs.submitted.append(job_id)
     _assert_ran_only_in_the_pod(jobs, sandbox, job_id, flag)
+
+
+@pytest.mark.parametrize("shebang", ["#!/usr/bin/env -S sh -c 'touch {flag}'", "#!/bin/bash -l", "#!/usr/bin/awk -f"])
+def test_interpreters_that_would_run_the_users_text_first_are_refused_at_submission(
+        jobs: Jobs, sandbox: Sandbox, shebang: str) -> None:
+    flag = _flag()
+    text = _script("true", flag).replace("#!/bin/bash", shebang.format(flag=flag), 1)
+    home = jobs.home("skbalice")
+    script = jobs.write_script("skbalice", f"interp-{uuid.uuid4().hex[:8]}.sh", text)
+    out = sandbox.slurm("sbatch", "--parsable", f"--output={home}/out/%j.out", f"--chdir={home}", str(script),
+                        user="skbalice", check=False)
+    if out.returncode == 0:
+        jobs.submitted.append(out.stdout.strip().split(";")[0])
+    assert out.returncode != 0 and "slurm-k8s-bridge" in out.stderr, out
+    assert not flag.exists()

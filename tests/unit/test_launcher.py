@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bridge.ingest.launcher import (
     LAUNCHER_MARKER,
+    SHELL_INTERPRETER,
     has_launcher,
     header_end,
     insert_launcher,
@@ -102,26 +103,29 @@ def test_header_end_is_bashs_first_command() -> None:
     assert header_end(["#!/bin/bash", "#SBATCH --mem=1G"]) == 2
 
 
+SHEBANGS = ["#!/bin/bash", "#! /bin/bash", "#!/bin/bash -e", "#!/bin/sh -eux", "#!/usr/bin/env bash", "#!/bin/bash  ",
+            "#!/usr/bin/bash", "#!/bin/bash -l", "#!/bin/bash -i", "#!/bin/bash -e -x", "#!/usr/bin/env -S sh -c 'id'",
+            "#!/usr/bin/awk -f", "#!/usr/bin/perl", "#!/usr/bin/env python3", "#!/bin/bash --rcfile x", "#!/bin/bashx",
+            "#!/usr/bin/env bash -e", "#!/bin/sh\t", "#!\t/bin/sh"]
 LUA = shutil.which("lua5.1")  # the Lua slurmctld 22.05 embeds
 HARNESS = """
-slurm = {SUCCESS = 0, ERROR = -1, log_info = function(...) end}
+slurm = {SUCCESS = 0, ERROR = -1, log_info = function(...) end, log_user = function(...) end}
 dofile(arg[1])
 local f = io.open(arg[2], "rb"); local script = f:read("*a"); f:close()
 local job = {script = script, environment = nil}
-assert(slurm_job_submit(job, {}, 1501) == 0)
-io.write(job.script)
+if slurm_job_submit(job, {}, 1501) == 0 then io.write(job.script) else io.write("REFUSED") end
 """
 
 
 @pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (apt-get install lua5.1)")
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from([
+@given(st.sampled_from(SHEBANGS), st.lists(st.sampled_from([
     "#SBATCH --mem=1G", "#K8S_IMAGE=registry.lab:5000/x:1", "", " ", "\t# c", "# comment", "\v#x", "echo hi",
     "python train.py", *SPOOFS, launcher_line(SKB), launcher_line(Path("/opt/my tools/skbridge")),
 ]), max_size=8), st.booleans(), st.sampled_from([None, Path("/etc/skb/config.yaml"), Path("/etc/it's.yaml")]))
-def test_job_submit_lua_inserts_exactly_what_the_watcher_inserts(tmp_path: Path, body: list[str], newline: bool,
-                                                                 config: Path | None) -> None:
-    text = "\n".join(["#!/bin/bash", "#K8S_IMAGE=registry.lab:5000/x:1", *body]) + ("\n" if newline else "")
+def test_job_submit_lua_inserts_exactly_what_the_watcher_inserts(tmp_path: Path, shebang: str, body: list[str],
+                                                                 newline: bool, config: Path | None) -> None:
+    text = "\n".join([shebang, "#K8S_IMAGE=registry.lab:5000/x:1", *body]) + ("\n" if newline else "")
     template = (Path(__file__).parents[2] / "deploy/slurm/job_submit.lua").read_text()
     plugin = tmp_path / "job_submit.lua"
     plugin.write_text(render_job_submit_lua(template, SKB, config))
@@ -130,4 +134,5 @@ def test_job_submit_lua_inserts_exactly_what_the_watcher_inserts(tmp_path: Path,
     assert LUA is not None
     out = subprocess.run([LUA, str(tmp_path / "harness.lua"), str(plugin), str(tmp_path / "script")],
                          capture_output=True, check=True)
-    assert out.stdout.decode() == insert_launcher(text, SKB, config)
+    expected = insert_launcher(text, SKB, config) if SHELL_INTERPRETER.match(shebang) else "REFUSED"
+    assert out.stdout.decode() == expected

@@ -227,3 +227,16 @@ def test_a_forbidden_option_in_any_spelling_refuses_the_job(case: tuple[list[str
 def test_read_header_is_total(lines: list[str]) -> None:
     header = read_header(["#!/bin/bash", *lines])
     assert 0 <= header.end <= len(lines) + 1
+
+
+@pytest.mark.parametrize(("shebang", "accepted"), [
+    ("#!/bin/bash", True), ("#!/bin/sh -e", True), ("#!/usr/bin/env bash", True),
+    ("#!/bin/bash -l", False),                        # reads ~/.bash_profile on the host first
+    ("#!/usr/bin/env -S sh -c 'touch /tmp/x'", False),  # runs a command, not the script
+    ("#!/usr/bin/awk -f", False), ("#!/usr/bin/python3", False),
+])
+def test_only_shell_scripts_whose_launcher_line_runs_first(shebang: str, accepted: bool) -> None:
+    text = f"{shebang}\n#K8S_IMAGE=registry.lab:5000/x:1\necho hi\n"
+    spec, problems = parse_job_text(text, POLICY, NAS, owner="alice", owner_home=Path("/home/alice"))
+    assert (spec is not None) == accepted, problems
+    assert accepted or [p.code for p in problems] == ["interpreter"]
