@@ -35,7 +35,7 @@ from bridge.ingest.journal import (
 from bridge.ingest.launcher import insert_launcher
 from bridge.log import get_logger
 from bridge.settings import Settings
-from bridge.slurm.submit import Owner, TaggedJob, find_tagged_jobs, sbatch_as_owner, tag_for
+from bridge.slurm.submit import Owner, TaggedJob, find_tagged_jobs, sbatch_as_owner, sbatch_still_running, tag_for
 
 log = get_logger(component="ingest")
 
@@ -213,6 +213,12 @@ class Ingestor:
         (sbatch killed while slurmctld was paused) can still be in its queue and create the job
         right after. Every failure to look up keeps the entry "submitting": never submit blind.
         """
+        if sbatch_still_running(tag_for(entry.id)):
+            # Left running by a watcher killed mid-submission: it may still submit the job.
+            self.journal.set_state(entry.id, EntryState.SUBMITTING, clear_absent=True,
+                                   next_attempt_at=time.time() + self._settings.ingest.retry_initial_s)
+            log.info("an sbatch for this file is still running; waiting for it")
+            return Outcome(EntryState.SUBMITTING)
         try:
             jobs = self._tagged(entry)
         except BridgeError as exc:

@@ -44,6 +44,25 @@ def tag_for(entry_id: str) -> str:
     return f"{TAG_PREFIX}{entry_id}"
 
 
+def sbatch_still_running(tag: str, *, proc_root: str = "/proc") -> bool:
+    """Whether an sbatch carrying `tag` is still alive on this host (e.g. left running by a
+    watcher that was killed): it may yet reach slurmctld, so no lookup can prove its job absent."""
+    wanted = f"--comment={tag}".encode()
+    try:
+        pids = [name for name in os.listdir(proc_root) if name.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(os.path.join(proc_root, pid, "cmdline"), "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if wanted in argv:
+            return True
+    return False
+
+
 def sbatch_as_owner(
     settings: SlurmSettings,
     owner: Owner,

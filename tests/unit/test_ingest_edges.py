@@ -12,6 +12,8 @@ import errno
 import os
 import pwd
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from bridge.ingest.layout import ensure_nas_layout, ensure_user_folder
 from bridge.ingest.pipeline import Ingestor, _free_name
 from bridge.settings import IngestSettings, NasSettings, PolicySettings, Settings
 from bridge.slurm.commands import AmbiguousSlurmError
-from bridge.slurm.submit import TaggedJob
+from bridge.slurm.submit import TaggedJob, sbatch_still_running
 
 JOB = """#!/bin/bash
 #SBATCH --cpus-per-task=1
@@ -149,6 +151,37 @@ def test_ambiguous_sbatch_is_never_repeated_while_the_job_may_exist(
     assert current is not None
     assert ing.process(current) == pipeline.Outcome(EntryState.ACCEPTED, "4242")
     assert slurm.sbatch_calls == 2
+
+
+def test_an_sbatch_left_running_by_a_killed_watcher_blocks_any_resubmission(
+        nas: Settings, slurm: FakeSlurm, users: dict[str, pwd.struct_passwd]) -> None:
+    """After kill -9, the old watcher's sbatch may still be connecting; while it lives, no
+    lookup counts (it could submit right after both found nothing)."""
+    alice = users["skbalice"]
+    ing = ingestor(nas)
+    entry = ing.claim(put(nas.nas.submit_dir / "skbalice", "orphan.sh", alice))
+    assert entry is not None
+    ing.journal.set_state(entry.id, EntryState.SUBMITTING, count_attempt=True)  # crashed during sbatch
+    tag = f"skb:{entry.id}"
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"--comment={tag}"])
+    try:
+        wait_until = time.monotonic() + 5
+        while not sbatch_still_running(tag) and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        assert sbatch_still_running(tag)
+        for _ in range(3):
+            current = ing.journal.get(entry.id)
+            assert current is not None
+            assert ing.process(current).state == EntryState.SUBMITTING
+        assert slurm.lookup_calls == 0 and slurm.sbatch_calls == 0
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert not sbatch_still_running(tag)
+    slurm.lookup_outcomes = [{}, {}]
+    slurm.sbatch_outcomes = ["808"]
+    assert run_until_final(ing, entry.id) == EntryState.ACCEPTED
+    assert (slurm.lookup_calls, slurm.sbatch_calls) == (2, 1)
 
 
 def test_job_found_by_tag_after_an_ambiguous_sbatch_is_accepted_without_resubmitting(
