@@ -24,7 +24,7 @@ from bridge.collect.collector import (
     write_documents,
 )
 from bridge.collect.results import ensure_results_dir, run_as_user, write_atomic
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError, TemporaryError
 from bridge.hooks.fastpath import is_bridge_script
 from bridge.hooks.records import JobRecords
 from bridge.ingest.jobfile import parse_job_text
@@ -196,9 +196,13 @@ def teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
                 log.info("removed", objects=[str(r) for r in refs])
                 return []
             refs = left
+        except ConfigError as exc:
+            log.error("teardown impossible with the bridge's credential; the reaper will retry", error=str(exc))
+            return refs
         except BridgeError as exc:
             log.warning("teardown step failed; retrying", error=str(exc))
-            time.sleep(1.0)
+            pause_s = exc.retry_after_s if isinstance(exc, TemporaryError) and exc.retry_after_s else 1.0
+            time.sleep(max(0.0, min(pause_s, deadline - time.monotonic())))
         if time.monotonic() >= deadline:
             log.error("objects still present at the epilog's deadline; the reaper will remove them",
                       objects=[str(r) for r in refs])

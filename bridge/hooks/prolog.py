@@ -150,8 +150,10 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         _admin_comment(settings, allocation.job_id, f"skbridge rejected: {reason}")
         return EXIT_OK
 
-    def requeue(reason: str) -> int:
-        if allocation.restart_count + 1 >= kube_settings.max_prolog_attempts:
+    def requeue(reason: str, *, admin_problem: bool = False) -> int:
+        """Try again later. An admin's problem (broken template, refused credential) hits every
+        job alike: those jobs stay queued until it is fixed instead of using up their attempts."""
+        if not admin_problem and allocation.restart_count + 1 >= kube_settings.max_prolog_attempts:
             return reject(f"{reason} (gave up after {allocation.restart_count + 1} attempts)")
         log.warning("requeue", reason=reason)
         note("requeued", reason)
@@ -172,13 +174,15 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     except ConfigError as exc:
         # An admin's template mistake hits every job: keep jobs queued until it is fixed.
         log.error("Pod template broken", error=str(exc))
-        return requeue(f"the bridge's Pod template is broken: {exc}")
+        return requeue(f"the bridge's Pod template is broken: {exc}", admin_problem=True)
     structlog.contextvars.bind_contextvars(pod=rendered.names.pod)
     timings.mark("render")
     try:
         kube = load_client(kube_settings.kubeconfig, timeout_s=kube_settings.api_timeout_s)
         _remove_previous_attempts(kube, settings, allocation)
         timings.mark("kube_connect_cleanup")
+    except ConfigError as exc:
+        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", admin_problem=True)
     except BridgeError as exc:
         return requeue(f"Kubernetes API unavailable: {exc}")
     made: list[Made] = []
@@ -198,6 +202,9 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     except KubeRejected as exc:
         _cleanup(kube, settings, allocation, made)
         return reject(f"Kubernetes refused the job's objects: {exc}")
+    except ConfigError as exc:
+        _cleanup(kube, settings, allocation, made)
+        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", admin_problem=True)
     except BridgeError as exc:
         _cleanup(kube, settings, allocation, made)
         return requeue(str(exc))

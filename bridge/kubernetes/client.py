@@ -8,6 +8,7 @@ keeps the official client's kubeconfig, TLS and auth handling without that cost.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,29 @@ import urllib3
 from kubernetes import config as kube_config
 from kubernetes.client import api_client, exceptions
 
-from bridge.errors import PermanentError, TemporaryError
+from bridge.errors import ConfigError, PermanentError, TemporaryError
 
 
 class KubeError(TemporaryError):
-    """An API answer other than success; `status` is the HTTP status (0: no answer)."""
+    """An API answer that may change on retry (server error, overload, no answer: status 0),
+    or a lookup's miss; `status` is the HTTP status, `retry_after_s` the server's Retry-After."""
+
+    def __init__(self, message: str, *, status: int, reason: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.status = status
+        self.reason = reason
+
+
+class KubeNotFound(KubeError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class KubeConflict(KubeError):
+    """409: an object of that name exists already, or was changed meanwhile."""
+
+
+class KubeRejected(PermanentError):
+    """The API server refused the object itself: invalid (400/422) or forbidden (403) by RBAC or admission."""
 
     def __init__(self, message: str, *, status: int, reason: str = "") -> None:
         super().__init__(message)
@@ -28,10 +47,15 @@ class KubeError(TemporaryError):
         self.reason = reason
 
 
-class KubeRejected(PermanentError):
-    """The API server refused the object itself (invalid, forbidden by admission or RBAC)."""
+class KubeForbidden(KubeRejected):
+    """403: RBAC, Pod Security or the bridge's admission policy said no."""
 
-    def __init__(self, message: str, *, status: int, reason: str = "") -> None:
+
+class KubeUnauthorized(ConfigError):
+    """401, or a 403 from RBAC: the bridge's own credential was refused (expired or revoked
+    token) or lacks a permission it needs. No job can succeed until an admin fixes it."""
+
+    def __init__(self, message: str, *, status: int = 401, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
@@ -41,7 +65,7 @@ def load_client(kubeconfig: Path, *, timeout_s: float) -> Kube:
     try:
         client = kube_config.new_client_from_config(config_file=str(kubeconfig))
     except (OSError, kube_config.ConfigException) as exc:
-        raise PermanentError(f"cannot load kubeconfig {kubeconfig}: {exc}") from exc
+        raise ConfigError(f"cannot load kubeconfig {kubeconfig}: {exc}") from exc
     return Kube(client, timeout_s=timeout_s)
 
 
@@ -130,15 +154,18 @@ class Kube:
             response = self.api_client.call_api(method, url, header_params=headers, body=body,
                                                 _request_timeout=(self._timeout_s, read_timeout_s or self._timeout_s))
         except exceptions.ApiException as exc:
-            raise _api_error(method, path, int(exc.status or 0), str(exc.reason or ""), exc.body) from exc
+            raise api_error(method, path, int(exc.status or 0), str(exc.reason or ""), exc.body, exc.headers) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(f"{method} {path}: API server unreachable: {exc}", status=0) from exc
         if not 200 <= response.status <= 299:
-            raise _api_error(method, path, response.status, str(response.reason or ""), response.read())
+            raise api_error(method, path, response.status, str(response.reason or ""), response.read(),
+                            response.getheaders())
         return response
 
 
-def _api_error(method: str, path: str, status: int, message: str, body: Any) -> KubeError | KubeRejected:
+def api_error(method: str, path: str, status: int, message: str, body: Any,
+              headers: Any = None) -> KubeError | KubeRejected | KubeUnauthorized:
+    """The one place an API answer becomes the bridge's error: temporary or permanent, and which."""
     reason = ""
     try:
         payload = json.loads(body or "{}")
@@ -147,6 +174,27 @@ def _api_error(method: str, path: str, status: int, message: str, body: Any) -> 
     except (TypeError, ValueError):
         pass
     text = f"{method} {path}: {status} {message}"
-    if status in (400, 403, 422):
+    if status == 401:
+        return KubeUnauthorized(f"{text}: the bridge's credential was refused; renew its kubeconfig", reason=reason)
+    if status == 403 and _RBAC_DENIAL.search(message):
+        return KubeUnauthorized(f"{text}: the bridge's RBAC lacks this; re-apply deploy/kubernetes", status=403,
+                                reason=reason)
+    if status == 403:
+        return KubeForbidden(text, status=status, reason=reason)
+    if status in (400, 422):
         return KubeRejected(text, status=status, reason=reason)
-    return KubeError(text, status=status, reason=reason)
+    kind = {404: KubeNotFound, 409: KubeConflict}.get(status, KubeError)
+    return kind(text, status=status, reason=reason, retry_after_s=_retry_after_s(headers))
+
+
+# RBAC's own wording: `User "system:serviceaccount:slurm-bridge:skbridge" cannot create resource ...`;
+# admission denials name their plugin or policy instead.
+_RBAC_DENIAL = re.compile(r'is forbidden: User "[^"]*" cannot ')
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    try:
+        value = (headers or {}).get("Retry-After")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from bridge.slurm.jobinfo import parse_index_list
@@ -104,3 +107,22 @@ def test_running_the_prolog_twice_keeps_one_set_of_objects(jobs: Jobs, sandbox: 
     assert sorted(jobs.objects(job_id)) == before
     pod = jobs.pod(job_id)
     assert pod is not None and pod["metadata"]["uid"] == first_pod["metadata"]["uid"]
+
+
+def test_a_refused_bridge_credential_keeps_the_job_queued(jobs: Jobs, sandbox: Sandbox, tmp_path: Path) -> None:
+    # The API server refuses the bridge's token (expired, revoked): that is the admin's to fix,
+    # so the prolog requeues without using up the job's attempts, and never rejects the job.
+    job_id = jobs.sbatch("skbalice", job_script(env=(LONG,)))
+    jobs.wait_running(job_id)
+    config = yaml.safe_load(jobs.settings.kubernetes.kubeconfig.read_text())
+    config["users"][0]["user"]["token"] = "expired-" + "0" * 32
+    bad = tmp_path / "expired.kubeconfig"
+    bad.write_text(yaml.safe_dump(config))
+    env = {**sandbox.env, "SKBRIDGE_KUBERNETES__KUBECONFIG": str(bad), "SKBRIDGE_KUBERNETES__MAX_PROLOG_ATTEMPTS": "1",
+           "SKBRIDGE_SLURM__HOOK_SOCKET_PATH": ""}
+    again = subprocess.run([os.path.join(os.path.dirname(os.sys.executable), "skbridge"), "hook", "prolog", job_id],
+                           env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 1, "exit 1: slurmctld requeues the job"
+    status = json.loads((jobs.results("skbalice", job_id) / "bridge-status.json").read_text())
+    assert status["state"] == "requeued", status
+    assert "credential" in status["reason"] and "401" in status["reason"], status["reason"]

@@ -1,0 +1,56 @@
+"""One table for how every Kubernetes answer becomes the bridge's error (bridge.kubernetes.client.api_error)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.errors import ConfigError, PermanentError, TemporaryError
+from bridge.kubernetes.client import (
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeRejected,
+    KubeUnauthorized,
+    api_error,
+)
+
+RBAC = 'pods is forbidden: User "system:serviceaccount:slurm-bridge:skbridge" cannot create resource "pods"'
+POLICY = "pods \"skb-1-r0\" is forbidden: ValidatingAdmissionPolicy 'slurm-k8s-bridge-pods' denied request"
+PSA = 'pods "skb-1-r0" is forbidden: violates PodSecurity "restricted:latest": host namespaces'
+
+
+@pytest.mark.parametrize(("status", "message", "kind", "temporary"), [
+    (0, "unreachable", KubeError, True),
+    (401, "Unauthorized", KubeUnauthorized, False),
+    (403, RBAC, KubeUnauthorized, False),
+    (403, POLICY, KubeForbidden, False),
+    (403, PSA, KubeForbidden, False),
+    (400, "bad request", KubeRejected, False),
+    (422, "Pod is invalid", KubeRejected, False),
+    (404, "not found", KubeNotFound, True),
+    (409, "already exists", KubeConflict, True),
+    (429, "too many requests", KubeError, True),
+    (500, "internal error", KubeError, True),
+    (503, "unavailable", KubeError, True),
+    (504, "timeout", KubeError, True),
+])
+def test_every_answer_has_one_meaning(status: int, message: str, kind: type, temporary: bool) -> None:
+    error = api_error("POST", "/api/v1/x", status, "", json.dumps({"message": message}))
+    assert type(error) is kind
+    assert isinstance(error, TemporaryError) is temporary
+    assert isinstance(error, PermanentError) is not temporary
+    assert message in str(error)
+
+
+def test_credential_and_rbac_problems_are_the_admins() -> None:
+    for status, message in ((401, "Unauthorized"), (403, RBAC)):
+        assert isinstance(api_error("GET", "/", status, "", json.dumps({"message": message})), ConfigError)
+
+
+def test_retry_after_is_kept() -> None:
+    error = api_error("GET", "/", 429, "", b"", {"Retry-After": "7"})
+    assert isinstance(error, KubeError) and error.retry_after_s == 7.0
+    assert api_error("GET", "/", 503, "", b"not json", {"Retry-After": "soon"}).retry_after_s is None  # type: ignore[union-attr]
