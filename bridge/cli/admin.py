@@ -42,12 +42,30 @@ def show(config: Path | None = ConfigOption) -> None:
 
 
 @install_app.command("nas-layout")
-def nas_layout(config: Path | None = ConfigOption) -> None:
+def nas_layout(
+    config: Path | None = ConfigOption,
+    user: list[str] = typer.Option([], "--user", "-u",
+                                   help="Also make submit/<USER>/ for this account (repeatable; for directories "
+                                        "such as LDAP that do not list their users)."),
+) -> None:
     """Create the NAS folders (submit/<user>/ for each user, processing/ watcher-only, ...)."""
-    from bridge.ingest.layout import ensure_nas_layout, nas_folders
+    import pwd
+
+    from bridge.ingest.layout import ensure_nas_layout, ensure_user_folders, nas_folders
 
     settings = _settings(config)
+    accounts = []
+    for name in user:
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            raise typer.BadParameter(f"no account {name!r} on this host", param_hint="--user") from None
+        if not settings.policy.uid_min <= account.pw_uid <= settings.policy.uid_max:
+            raise typer.BadParameter(f"{name} (uid {account.pw_uid}) is outside policy.uid_min..uid_max",
+                                     param_hint="--user")
+        accounts.append(account)
     changed = ensure_nas_layout(settings.nas, settings.policy)
+    changed += ensure_user_folders(settings.nas, settings.policy, accounts)
     for spec in nas_folders(settings.nas):
         typer.echo(f"{'fixed' if spec.path in changed else 'ok   '} {oct(spec.mode)[2:]:>5} {spec.path}  ({spec.purpose})")
     users = [path for path in changed if path.parent == settings.nas.submit_dir]
