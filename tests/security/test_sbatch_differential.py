@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.ingest import sbatch_values as values
 from bridge.ingest.jobfile import JobSpec, parse_job_text
 from bridge.settings import NasSettings, PolicySettings
 from tests.conftest import Sandbox
+from tests.unit.test_sbatch_grammar import SEPARATORS, _prefixes, _quoted
 
 # Small maxima, so over-limit requests still fit the sandbox node (16 CPUs, 64G, 4 GPUs)
 # and sbatch accepts them: the comparison then shows what the validator refused.
@@ -190,3 +193,54 @@ def test_wait_without_a_space_is_honoured_by_sbatch_and_refused(sandbox: Sandbox
             sandbox.slurm("scancel", *ids, check=False)
     assert waited, "sbatch did not wait: #SBATCH--wait was not read as --wait"
     assert ids
+
+
+# -- property: random spellings of allowed options, read back from slurmctld ---------------------
+
+NAME_TEXT = st.text(alphabet="abcXYZ019 #'\"\\=:,-_./@%", min_size=1, max_size=12).filter(
+    lambda v: v.strip(" ") == v and not v.lower().startswith(("hetjob", "packjob")))
+TIMES = st.sampled_from(["5", "1:30", "0:59", "1:00:00", "0-1", "0-0:45", "0-0:30:01", "59"])
+SIZES = st.sampled_from(["1", "1500K", "512M", "1G", "2gb", "8192", "3m", "7G"])
+
+
+@st.composite
+def _spelled(draw: st.DrawFn, name: str, value: str) -> list[str]:
+    spelling = draw(st.sampled_from(_prefixes(name)))
+    rendered = _quoted(value, draw(st.sampled_from("\"'")))
+    if draw(st.booleans()):
+        return [f"--{spelling}={rendered}"]
+    return [f"--{spelling}", rendered]
+
+
+@st.composite
+def _header(draw: st.DrawFn) -> tuple[list[str], dict[str, str]]:
+    chosen = {"job-name": draw(NAME_TEXT), "time": draw(TIMES), "mem": draw(SIZES)}
+    words = [w for name in draw(st.permutations(sorted(chosen))) for w in draw(_spelled(name, chosen[name]))]
+    lines, at = [], 0
+    while at < len(words):
+        take = draw(st.integers(1, len(words) - at))
+        magic = draw(st.sampled_from(["#SBATCH", "#SLURM"]))
+        gap = draw(st.one_of(st.just(""), SEPARATORS))
+        lines.append(magic + gap + "".join(w + draw(SEPARATORS) for w in words[at:at + take])
+                     + draw(st.sampled_from(["", "#c", " # --comment=forged"])))
+        at += take
+    return lines, chosen
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(_header())
+def test_random_spellings_are_recorded_as_the_validator_reads_them(
+        submit: Any, case: tuple[list[str], dict[str, str]]) -> None:
+    lines, chosen = case
+    outcome = submit(*lines)
+    if outcome.codes == ["crlf"]:  # a line ending in \r: sbatch refuses DOS line breaks too
+        assert outcome.record is None, lines
+        return
+    assert outcome.codes == [], (lines, outcome.codes)
+    record, spec = outcome.record, outcome.spec
+    assert record is not None and spec is not None, (lines, outcome.sbatch_error)
+    assert record["name"] == chosen["job-name"] == spec.option("job-name")
+    assert record["time_limit"] == values.time_minutes(chosen["time"]) == spec.time_limit_minutes
+    assert record["memory_per_node"] == values.mbytes(chosen["mem"]) == spec.mem_mib
+    assert not record["comment"]
