@@ -19,6 +19,7 @@ from typing import Any
 from bridge.collect.results import write_atomic
 from bridge.kubernetes.client import Kube, KubeError
 from bridge.kubernetes.objects import object_path
+from bridge.kubernetes.podstatus import job_termination
 from bridge.kubernetes.render import HOME_MOUNT_PATH
 from bridge.log import get_logger
 from bridge.settings import Settings
@@ -43,15 +44,6 @@ class Collected:
     documents: dict[str, bytes] = field(default_factory=dict)
 
 
-def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        if container.get("name") == "job" or len((pod.get("status") or {}).get("containerStatuses") or []) == 1:
-            terminated = (container.get("state") or {}).get("terminated")
-            if terminated:
-                return dict(terminated)
-    return None
-
-
 def collect_pod(kube: Kube, namespace: str, pod_name: str, *, expect_labels: dict[str, str]) -> Collected:
     """Read the Pod's final object, log and events (as root, through the bridge's credentials);
     only a Pod whose labels carry `expect_labels` (its job and owner) counts as found."""
@@ -67,9 +59,8 @@ def collect_pod(kube: Kube, namespace: str, pod_name: str, *, expect_labels: dic
         out.notes.append(f"Pod {pod_name} not found: nothing to collect from Kubernetes")
         return out
     out.pod_phase = (pod.get("status") or {}).get("phase")
-    terminated = terminated_state(pod)
-    if terminated is not None:
-        out.exit_code = int(terminated.get("exitCode", 0))
+    ended = job_termination(pod)
+    out.exit_code = ended.exit_code if ended is not None else None
     out.documents["pod.json"] = _json(pod)
     try:
         log_text = kube.request_text("GET", object_path("Pod", pod_name, namespace) + "/log",

@@ -25,6 +25,7 @@ from bridge.errors import BridgeError
 from bridge.kubernetes.access import ATTACH_KUBECONFIG
 from bridge.kubernetes.client import Kube, KubeError, load_client
 from bridge.kubernetes.objects import collection_path, object_path
+from bridge.kubernetes.podstatus import job_termination
 from bridge.kubernetes.render import ObjectNames
 from bridge.settings import Settings
 
@@ -90,14 +91,6 @@ def _finish_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy, follower: 
         copy.out.flush()
 
 
-def _exit_code(pod: dict[str, Any]) -> int:
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated is not None:
-            return int(terminated.get("exitCode", 1))
-    return 0 if (pod.get("status") or {}).get("phase") == "Succeeded" else 1
-
-
 def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | None:
     """Follow the Pod by watch until it ends; None if it disappears first."""
     path = collection_path("Pod", namespace)
@@ -121,11 +114,8 @@ def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | Non
 
 
 def _termination(pod: dict[str, Any]) -> tuple[int, str]:
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated")
-        if terminated is not None:
-            return int(terminated.get("exitCode", 1)), str(terminated.get("reason") or "")
-    return _exit_code(pod), ""
+    ended = job_termination(pod)
+    return (ended.exit_code, ended.reason) if ended is not None else (EXIT_LOST, "")
 
 
 _REASONS = {"OOMKilled": "out of memory: the job used more than its --mem and the kernel killed it"}
