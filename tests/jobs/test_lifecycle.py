@@ -17,6 +17,7 @@ from bridge.kubernetes.access import attach_identity
 from bridge.kubernetes.client import KubeRejected, load_client
 from bridge.kubernetes.objects import create_objects
 from bridge.kubernetes.render import render_job
+from bridge.sandbox.images import JOB_IMAGE
 from bridge.slurm.jobinfo import JobAllocation, NodeAllocation
 from tests.conftest import Sandbox, wait_for
 from tests.jobs.conftest import Jobs, job_script
@@ -107,7 +108,7 @@ def test_time_limit_ends_the_job_and_removes_everything(jobs: Jobs) -> None:
 
 
 def test_a_rejected_job_explains_itself_in_its_output(jobs: Jobs) -> None:
-    text = job_script(env=(LONG,)).replace("registry.lab:5000/alpine:3", "evil.example.com/miner:1")
+    text = job_script(env=(LONG,)).replace(JOB_IMAGE, "evil.example.com/miner:1")
     job_id = jobs.sbatch("skbbob", text)
     state, _code = jobs.wait_done(job_id)
     assert state == "FAILED"

@@ -8,6 +8,7 @@ import grp
 import os
 import pwd
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -169,3 +170,37 @@ def test_scancel_delivers_sigterm_to_the_script(jobs: Jobs, sandbox: Sandbox) ->
     assert text.index("trap: got SIGTERM") < text.index("ended by SIGTERM")
     jobs.wait_no_objects(job_id, timeout_s=60)
 
+
+
+def test_the_time_limit_delivers_sigterm_to_the_script(jobs: Jobs) -> None:
+    body = "\n".join(["trap 'echo \"trap: got SIGTERM at the time limit\"; exit 143' TERM", "echo 'started'",
+                      "sleep 600 & wait $!"])
+    job_id = jobs.sbatch("skbbob", job_script("--time=1", body=body).replace("#SBATCH --time=10\n", ""))
+    _wait_output(jobs, "skbbob", job_id, "started")
+    assert jobs.wait_done(job_id, timeout_s=240)[0] == "TIMEOUT"
+    text = _wait_output(jobs, "skbbob", job_id, "ended by SIGTERM", timeout_s=40)
+    assert "trap: got SIGTERM at the time limit" in text
+    jobs.wait_no_objects(job_id, timeout_s=60)
+
+
+def test_no_job_gets_the_gpus_while_a_cancelled_container_still_runs(jobs: Jobs, sandbox: Sandbox) -> None:
+    """Slinky slurm-bridge #16: Slurm freed the node while the Pod was terminating. Here the
+    first job ignores SIGTERM for its whole grace period; the second, waiting for the same
+    GPUs, must not start its container before the first one is dead."""
+    tag = uuid.uuid4().hex[:8]
+    home = jobs.home("skbalice")
+    first_body = "\n".join(["trap '' TERM", "echo 'started'",
+                            f"while true; do date +%s.%N > /workspace/alive-{tag}; sleep 0.1; done"])
+    first = jobs.sbatch("skbalice", job_script("--gres=gpu:a100:4", body=first_body), name=f"first-{tag}.sh")
+    _wait_output(jobs, "skbalice", first, "started")
+    second = jobs.sbatch("skbalice", job_script("--gres=gpu:a100:4", body=f"date +%s.%N > /workspace/start-{tag}"),
+                         name=f"second-{tag}.sh")
+    cancelled_at = time.time()
+    sandbox.slurm("scancel", first)
+    assert jobs.wait_done(second, timeout_s=180) == ("COMPLETED", "0:0")
+    last_alive = float((home / f"alive-{tag}").read_text())
+    second_started = float((home / f"start-{tag}").read_text())
+    grace = jobs.settings.kubernetes.termination_grace_period_s
+    assert last_alive - cancelled_at > grace - 3, "the first container ignored SIGTERM and lived its grace period"
+    assert second_started > last_alive, f"second container started {last_alive - second_started:.1f}s too early"
+    assert jobs.sacct(first)[0] == "CANCELLED"
