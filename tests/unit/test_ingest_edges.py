@@ -441,3 +441,29 @@ def test_a_renamed_in_file_is_ready_at_once_and_top_level_files_are_seen(tmp_pat
     scanner.forget(b"alice/moved.sh")
     scanner2 = SubmitScanner(submit, settle_s=0.0, clock=Clock())
     assert sorted(scanner2.scan()) == [b"alice/moved.sh", b"legacy.sh"]
+
+
+def test_idle_user_folders_are_not_listed_on_every_scan(tmp_path: Path) -> None:
+    submit = tmp_path / "submit"
+    for user in ("alice", "bob"):
+        (submit / user).mkdir(parents=True)
+    old = time.time() - 60
+    for user in ("alice", "bob"):
+        os.utime(submit / user, (old, old))
+    listed: list[bytes] = []
+
+    def list_names(directory: bytes) -> list[bytes]:
+        listed.append(os.path.basename(directory))
+        return os.listdir(directory)
+
+    clock = Clock()
+    scanner = SubmitScanner(submit, settle_s=0.0, clock=clock, list_names=list_names)
+    assert scanner.scan() == []  # the first scan lists everything
+    listed.clear()
+    for _ in range(5):
+        assert scanner.scan() == []
+    assert listed == [b"submit"] * 5  # only submit/ itself: the user folders did not change
+    (submit / "bob" / "new.sh").write_text("#!/bin/bash\n")  # changes bob's mtime
+    listed.clear()
+    assert scanner.scan() == [b"bob/new.sh"]
+    assert b"bob" in listed and b"alice" not in listed
