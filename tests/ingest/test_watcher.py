@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import threading
 import time
 from collections import Counter
 
 from bridge.ingest.launcher import LAUNCHER_MARKER
-from bridge.sandbox.procs import Daemons
 from tests.conftest import Sandbox, wait_for
 from tests.ingest.conftest import VALID_JOB, WatcherRun, job_field, make_watcher_run, tagged_jobs
 
@@ -95,27 +95,47 @@ def test_partially_written_file_is_not_taken_early(watcher: WatcherRun, users: d
     assert "echo the end" in script and "echo step 11" in script
 
 
-def test_slurmctld_down_files_wait_then_submit(watcher: WatcherRun, users: dict[str, pwd.struct_passwd]) -> None:
-    sandbox = watcher.sandbox
-    daemons = Daemons(sandbox.layout)
-    assert daemons.stop("slurmctld")
-    try:
-        for index in range(5):
-            watcher.drop(f"wait{index}.sh", VALID_JOB.format(name=f"wait{index}"), owner=users["skbbob"])
-        # Long enough for several failed sbatch attempts and retries.
-        wait_for(lambda: "will retry" in watcher.log_text(), timeout_s=60, what="a retry after sbatch failed")
-        time.sleep(3)
-        assert list(watcher.folder("failed").iterdir()) == []
-        assert list(watcher.folder("accepted").iterdir()) == []
-    finally:
-        from bridge.sandbox import slurm_cluster
+def test_slurmctld_down_files_wait_then_submit(sandbox: Sandbox, users: dict[str, pwd.struct_passwd]) -> None:
+    """slurmctld unreachable from the watcher: files wait (never fail), then each is submitted once.
 
-        slurm_cluster.start(sandbox.layout, daemons, lambda _m: None)
-    watcher.wait_settled(5, timeout_s=120)
-    assert len(watcher.accepted_job_ids()) == 5
-    assert list(watcher.folder("failed").iterdir()) == []
-    mine = watcher.tags()
-    assert sorted(Counter(t for t in tagged_jobs(sandbox) if t in mine).values()) == [1] * 5
+    The shared sandbox's slurmctld keeps running (other sessions' fixtures would restart a
+    stopped one); the watcher's own slurm.conf points at a closed port instead, which is what
+    every Slurm command on the host sees while slurmctld is down, and is switched back later.
+    """
+    run = make_watcher_run(sandbox)
+    source = sandbox.layout.slurm_conf
+    conf_dir = run.root / "slurm-client"
+    conf_dir.mkdir()
+    for sibling in source.parent.iterdir():
+        if sibling.name != source.name:
+            (conf_dir / sibling.name).symlink_to(sibling)
+    real = source.read_text()
+    port = next(line.split("=", 1)[1] for line in real.splitlines() if line.startswith("SlurmctldPort="))
+    conf = conf_dir / source.name
+    conf.write_text(real.replace(f"SlurmctldPort={port}", "SlurmctldPort=1") + "MessageTimeout=3\n")
+    conf.chmod(0o644)
+    run.env["SKBRIDGE_SLURM__CONF_PATH"] = str(conf)
+    try:
+        run.start()
+        for index in range(5):
+            run.drop(f"wait{index}.sh", VALID_JOB.format(name=f"wait{index}"), owner=users["skbbob"])
+        # Long enough for several failed sbatch attempts, failed lookups and retries.
+        wait_for(lambda: run.log_text().count("cannot look the job up yet") >= 5, timeout_s=90,
+                 what="retries after sbatch failed")
+        assert "Unable to contact slurm controller" in run.log_text()
+        assert list(run.folder("failed").iterdir()) == []
+        assert list(run.folder("accepted").iterdir()) == []
+        conf.write_text(real)  # slurmctld is back (each sbatch/squeue reads the file anew)
+        run.wait_settled(5, timeout_s=120)
+        assert len(run.accepted_job_ids()) == 5
+        assert list(run.folder("failed").iterdir()) == []
+        mine = run.tags()
+        assert sorted(Counter(t for t in tagged_jobs(sandbox) if t in mine).values()) == [1] * 5
+    finally:
+        if run.proc is not None:
+            run.stop()
+        sandbox.slurm("scancel", "--partition=parked", check=False)
+        shutil.rmtree(run.root, ignore_errors=True)
 
 
 def test_sigterm_stops_cleanly(watcher: WatcherRun, users: dict[str, pwd.struct_passwd]) -> None:
