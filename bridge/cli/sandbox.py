@@ -1,4 +1,4 @@
-"""`skbridge sandbox`: a local Slurm + Kubernetes (kwok) stack for development and tests."""
+"""`skbridge sandbox`: a local Slurm + Kubernetes stack, with a real compute node, for development and tests."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from bridge.sandbox.layout import SandboxLayout
 
 app = typer.Typer(
     help="Run a local sandbox: real Slurm (slurmctld + slurmd, fake GPUs) and a real Kubernetes control plane "
-    "(etcd, kube-apiserver, controller-manager, scheduler) with kwok nodes mirroring the Slurm node. "
+    "(etcd, kube-apiserver, controller-manager, scheduler) with a real kubelet + containerd node named like the "
+    "Slurm node, where jobs run in containers (kwok is there for extra simulated nodes). "
     "Its directory is $SKBRIDGE_SANDBOX_DIR (default /var/tmp/skbridge-sandbox).",
     no_args_is_help=True,
 )

@@ -1,7 +1,8 @@
 """The sandbox's Slurm: munged, slurmctld and one slurmd on this host, with fake GPUs.
 
 The node declares more CPUs and memory than a laptop has (`SlurmdParameters=config_overrides`)
-so GPU-sized test jobs can be allocated; nothing runs on the host that would need them.
+so GPU-sized test jobs can be allocated; the kubelet node of the same name reports the same
+numbers (`node_keeper`), and containers' limits are cgroup quotas, so oversubscribing is fine.
 """
 
 from __future__ import annotations
