@@ -21,7 +21,9 @@ from typing import Any
 import structlog
 
 from bridge.collect.collector import collect_pod, write_checksums, write_documents
+from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, run_as_user
+from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
 from bridge.errors import BridgeError, TemporaryError
 from bridge.kubernetes.client import Kube
 from bridge.kubernetes.objects import KIND_ORDER, ObjectRef, collection_path, delete_objects, wait_gone
@@ -127,15 +129,15 @@ def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: 
         return
     uid, gid = owner.uid, owner.gid
     job_dir = ensure_results_dir(settings.nas, job.user, uid, gid, job.job_id)
-    if (job_dir / "summary.json").exists():
+    if (job_dir / SUMMARY_FILE).exists():
         return  # the epilog collected; only its teardown was missing
     pod = sorted(job.pods)[-1]
     collected = collect_pod(kube, settings.kubernetes.namespace, pod,
                             expect_labels={LABEL_JOB_ID: job.job_id, LABEL_USER: job.user})
-    summary = {"job_id": job.job_id, "user": job.user, "pod": pod, "pod_phase": collected.pod_phase,
-               "exit_code": collected.exit_code, "collected_by": "reaper", "reason": reason,
-               "notes": collected.notes}
-    collected.documents["summary.json"] = json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n"
+    summary = build_summary(job_id=job.job_id, user=job.user, collected=collected,
+                            records=JobRecords(settings.job_records_dir), allocation=None, image=None,
+                            kube_node_of=settings.kubernetes.node_map, collected_by="reaper", reason=reason)
+    collected.documents[SUMMARY_FILE] = summary_bytes(summary)
 
     def finish_as_user() -> None:
         write_documents(job_dir, collected.documents)

@@ -49,7 +49,7 @@ def ensure_results_dir(nas: NasSettings, user: str, uid: int, gid: int, job_id: 
 
 def record_status(job_dir: Path, uid: int, gid: int, history: list[dict[str, Any]], *,
                   also_write: dict[str, bytes] | None = None) -> None:
-    """The user's copy of the job's attempts (the bridge's own is root's: bridge.hooks.records);
+    """The user's copy of the job's attempts (the bridge's own is root's: bridge.collect.records);
     `attach` reads the last entry to explain a rejection. `also_write` files go into the job
     folder in the same switch to the user (one fork)."""
     last = history[-1] if history else {}

@@ -6,7 +6,6 @@ cannot remove within its deadline is logged and left to the watcher's reaper.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -23,10 +22,11 @@ from bridge.collect.collector import (
     write_checksums,
     write_documents,
 )
+from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, run_as_user, write_atomic
+from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
 from bridge.errors import BridgeError, ConfigError, TemporaryError
 from bridge.hooks.fastpath import is_bridge_script
-from bridge.hooks.records import JobRecords
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
 from bridge.kubernetes.access import ATTACH_KUBECONFIG, access_selector
@@ -124,7 +124,9 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
         host = host_path_of(settings, allocation.user, spec.results)
         if host is None:
             collected.notes.append(f"#K8S_RESULTS={spec.results} is not under the NAS mount; nothing copied")
-    summary = build_summary(settings, allocation, spec, collected, records)
+    summary = build_summary(job_id=allocation.job_id, user=allocation.user, collected=collected, records=records,
+                            allocation=allocation, image=getattr(spec, "image", None),
+                            kube_node_of=settings.kubernetes.node_map, collected_by="epilog")
 
     def finish_as_user() -> dict[str, Any]:
         # One switch to the user for everything written: each switch is a fork of this process.
@@ -133,49 +135,13 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
             files, notes = copy_results(host, job_dir / RESULTS_SUBDIR)
             collected.files += [f"{RESULTS_SUBDIR}/{name}" for name in files]
             summary["notes"] = collected.notes + notes
-        write_atomic(job_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
+        write_atomic(job_dir / SUMMARY_FILE, summary_bytes(summary))
         (job_dir / ATTACH_KUBECONFIG).unlink(missing_ok=True)  # the Pod is going: so is the credential
         return {"files": len(write_checksums(job_dir)), "notes": summary["notes"]}
 
     done = run_as_user(uid, gid, finish_as_user)
     log.info("collected", results_dir=str(job_dir), files=done["files"], exit_code=collected.exit_code,
              notes=done["notes"])
-
-
-def build_summary(
-    settings: Settings, allocation: JobAllocation, spec: Any, collected: Collected, records: JobRecords
-) -> dict[str, Any]:
-    node = allocation.nodes[0] if allocation.nodes else None
-    pod_status = (collected.pod or {}).get("status") or {}
-    # What the prolog saw at allocation time (Slurm drops GPU indices once the job ends), from root's record.
-    ran = records.last_run(allocation.job_id)
-    last = records.last(allocation.job_id)
-    state = last.get("state")
-    if state == "running":
-        state = "completed" if collected.exit_code == 0 else "failed" if collected.exit_code is not None else "lost"
-    return {
-        "job_id": allocation.job_id,
-        "job_name": allocation.name,
-        "user": allocation.user,
-        "image": getattr(spec, "image", None),
-        "node": ran.get("node") or (node.node if node else None),
-        "kubernetes_node": settings.kubernetes.kube_node(str(ran.get("node") or (node.node if node else ""))) or None,
-        "cpus": ran.get("cpus", node.cpus if node else None),
-        "memory_mib": ran.get("memory_mib", node.memory_mib if node else None),
-        "gpus": {"count": ran.get("gpus", node.gpus if node else 0), "type": ran.get("gpu_type"),
-                 "indices": ran.get("gpu_indices", [])},
-        "submit_time": _iso(allocation.submit_time),
-        "start_time": _iso(allocation.start_time),
-        "end_time": _iso(int(time.time())),
-        "pod_phase": collected.pod_phase,
-        "pod_start_time": pod_status.get("startTime"),
-        "exit_code": collected.exit_code,
-        "state": state,
-        "reason": last.get("reason") or None,
-        "attempts": records.attempts(allocation.job_id),
-        "restart_count": allocation.restart_count,
-        "notes": collected.notes,
-    }
 
 
 def teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
@@ -207,9 +173,3 @@ def teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
             log.error("objects still present at the epilog's deadline; the reaper will remove them",
                       objects=[str(r) for r in refs])
             return refs
-
-
-def _iso(epoch: int) -> str | None:
-    if not epoch:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -19,10 +19,10 @@ from typing import Any
 
 import structlog
 
+from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.hooks.fastpath import is_bridge_script, process_age_s
-from bridge.hooks.records import JobRecords
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import strip_launcher
 from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
