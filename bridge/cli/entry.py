@@ -32,6 +32,13 @@ def main() -> None:
         from bridge.hooks.attach import attach_command
 
         sys.exit(attach_command(config))
+    from bridge.cli.user import USER_COMMANDS
+
+    if sys.argv[1:2] and sys.argv[1] in USER_COMMANDS:
+        from bridge.cli.user import standalone
+
+        standalone()(prog_name="skbridge")
+        return
     from bridge.cli.main import app
 
     app()

@@ -1,0 +1,119 @@
+"""`skbridge submit FILE`: validate with the watcher's rules, hand in (sbatch or drop folder), print the id."""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from bridge.cli.user.common import EXIT_FAILED, ConfigOption, err, failures, out, settings_or_exit
+from bridge.errors import BridgeError
+from bridge.ingest.filecheck import validate_file
+from bridge.settings import Settings
+from bridge.userview.actions import DropOutcome, drop, submit_sbatch, wait_drop, wait_ended
+from bridge.userview.output import follow
+from bridge.userview.queue import SlurmJob, find_job
+from bridge.userview.results import job_results_dir
+from bridge.userview.status import caller
+
+
+class Route(StrEnum):
+    sbatch = "sbatch"
+    drop = "drop"
+
+
+def submit(
+    file: Path = typer.Argument(..., help="Job script (#SBATCH lines and #K8S_ directives).", metavar="FILE"),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end; exit with its exit code."),
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Stream the job's output while it runs (implies --wait)."),
+    parsable: bool = typer.Option(False, "--parsable", help="Print only the job id."),
+    via: Route = typer.Option(Route.sbatch, "--via", help="sbatch: submit as you, now. drop: copy into your "
+                              "drop folder submit/<user>/ and wait for the watcher's verdict."),
+    drop_timeout_s: float = typer.Option(120.0, "--drop-timeout", help="How long to wait for the watcher (drop route)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Check FILE exactly as the watcher will, submit it as you, and print the job id.
+
+    With --wait (or --follow) the command ends when the job does and exits with the job's own
+    exit code (128+N when it was killed by signal N). A rejected file prints each problem.
+    """
+    settings = settings_or_exit("submit", config)
+    with failures("submit"):
+        report = validate_file(file, settings)
+        if not report.ok:
+            err.print(f"[red]invalid[/red] {escape(str(file))}: not submitted")
+            for problem in report.problems:
+                where = f"line {problem.line}" if problem.line else "file"
+                err.print(f"  {where}: {escape(problem.message)}\n    expected: {escape(problem.expected)}\n"
+                          f"    fix:      {escape(problem.fix)}")
+            raise typer.Exit(EXIT_FAILED)
+        _uid, user = caller()
+        if via is Route.sbatch:
+            job_id = submit_sbatch(settings, file)
+        else:
+            ticket = drop(settings, file, user)
+            if not parsable:
+                err.print(f"dropped into {settings.nas.submit_dir / user}/{ticket.name}; waiting for the watcher ...",
+                          markup=False)
+            outcome = wait_drop(settings, ticket, timeout_s=drop_timeout_s)
+            job_id = _drop_verdict(outcome)
+        if parsable:
+            typer.echo(job_id)
+        else:
+            out.print(f"Submitted job [bold]{job_id}[/bold]  (skbridge status {job_id} · skbridge logs {job_id} -f · "
+                      f"skbridge cancel {job_id})")
+        if not (wait or follow_):
+            return
+        final = _follow(settings, job_id) if follow_ else wait_ended(settings, job_id)
+    raise typer.Exit(_job_exit(final))
+
+
+def _drop_verdict(outcome: DropOutcome) -> str:
+    if outcome.job_id is not None:
+        return outcome.job_id
+    err.print(f"[red]rejected[/red] by the watcher: the file is now {escape(str(outcome.archived))}")
+    err.print(escape(outcome.error or ""))
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _follow(settings: Settings, job_id: str) -> SlurmJob:
+    """Stream the --output file (once Slurm says where it is) until the job ends."""
+    job = wait_output_known(settings, job_id)
+    if job.ended:
+        return job
+    path = Path(job.output) if job.output else job_results_dir(settings.nas, job.user, job_id) / "pod.log"
+
+    def running() -> bool:
+        try:
+            current = find_job(settings.slurm, job_id)
+        except BridgeError:
+            return True
+        return current is not None and not current.ended
+
+    for chunk in follow(path, 0, still_running=running):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    return wait_ended(settings, job_id, timeout_s=600)
+
+
+def wait_output_known(settings: Settings, job_id: str) -> SlurmJob:
+    while True:
+        job = find_job(settings.slurm, job_id)
+        if job is not None and (job.output or job.ended):
+            return job
+        time.sleep(0.5)
+
+
+def _job_exit(job: SlurmJob) -> int:
+    if job.exit_code:
+        return min(job.exit_code, 255)
+    if job.signal:
+        return 128 + job.signal
+    if job.state != "COMPLETED":
+        err.print(f"job {job.job_id} ended {job.state}", markup=False)
+        return EXIT_FAILED
+    return 0

@@ -1,0 +1,85 @@
+"""A user's jobs from accounting: one `sacct` call, whatever the number of jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.settings import SlurmSettings
+from bridge.slurm.commands import run_slurm
+from bridge.userview.fields import SEP, duration_s, iso, parse_time, split_record, tres_gpus
+
+_FIELDS = ("JobID", "UID", "User", "State", "Elapsed", "AllocTRES", "ReqTRES", "ExitCode", "Partition", "NodeList",
+           "Submit", "Start", "End", "Reason", "JobName")
+
+# What `--state` accepts besides full names, as squeue prints them.
+STATE_ABBREVIATIONS = {"PD": "PENDING", "R": "RUNNING", "CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED",
+                       "TO": "TIMEOUT", "OOM": "OUT_OF_MEMORY", "NF": "NODE_FAIL", "PR": "PREEMPTED",
+                       "RQ": "REQUEUED", "S": "SUSPENDED", "BF": "BOOT_FAIL", "DL": "DEADLINE"}
+
+
+def normalize_states(states: list[str]) -> set[str]:
+    names: set[str] = set()
+    for raw in states:
+        for item in raw.split(","):
+            value = item.strip().upper()
+            if value:
+                names.add(STATE_ABBREVIATIONS.get(value, value))
+    return names
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: str
+    user: str
+    state: str
+    elapsed_s: int | None
+    gpus: int
+    exit_code: str | None
+    partition: str
+    node: str | None
+    submit: str | None
+    start: str | None
+    end: str | None
+    name: str
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def list_jobs(settings: SlurmSettings, *, user: str | None, since: str, states: set[str] | None = None) -> list[JobRow]:
+    """Jobs of `user` (None: every user, as Slurm allows) submitted or active since `since`
+    (a Slurm time: `now-1days`, `2026-11-20`, `2026-11-20T10:00`)."""
+    argv = ["sacct", "--noheader", "--parsable2", f"--delimiter={SEP}", "--allocations", f"--starttime={since}",
+            "--format=" + ",".join(_FIELDS)]
+    argv += ["--allusers"] if user is None else [f"--user={user}"]
+    out = run_slurm(settings, argv)
+    rows: list[JobRow] = []
+    for line in out.stdout.splitlines():
+        if not line.strip():
+            continue
+        values = dict(zip(_FIELDS, split_record(line, len(_FIELDS)), strict=True))
+        state = values["State"].split()[0] if values["State"].strip() else "UNKNOWN"
+        if states and state not in states:
+            continue
+        started = parse_time(values["Start"])
+        node = values["NodeList"].strip()
+        rows.append(JobRow(
+            job_id=values["JobID"].strip(), user=values["User"].strip(), state=state,
+            elapsed_s=duration_s(values["Elapsed"]) if started else None,
+            gpus=tres_gpus(values["AllocTRES"] or values["ReqTRES"]),
+            exit_code=values["ExitCode"].strip() if state not in ("PENDING", "RUNNING", "REQUEUED") else None,
+            partition=values["Partition"].strip(), node=None if node in ("", "None assigned") else node,
+            submit=iso(parse_time(values["Submit"])), start=iso(started), end=iso(parse_time(values["End"])),
+            name=values["JobName"],
+        ))
+    return rows
+
+
+def check_since(text: str) -> str:
+    """Accept Slurm's own time forms; refuse anything that could be read as an option."""
+    value = text.strip()
+    if not value or value.startswith("-") or any(c.isspace() for c in value):
+        raise PermanentError(f"not a time: {text!r} (e.g. now-2days, 2026-11-20, 2026-11-20T10:00)")
+    return value

@@ -1,0 +1,183 @@
+"""A job as Slurm sees it: one `squeue` call while Slurm remembers it, one `sacct` call after.
+
+`squeue --json` is not used: Slurm 22.05 serialises every job the controller holds
+whatever `--jobs` says. `squeue -j ID -O ...` asks for the one job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bridge.errors import PermanentError
+from bridge.settings import SlurmSettings
+from bridge.slurm.commands import run_slurm
+from bridge.userview.fields import (
+    SEP,
+    duration_s,
+    expand_output_path,
+    memory_mib,
+    none_if_unset,
+    parse_gres,
+    parse_time,
+    split_record,
+    tres_gpus,
+    tres_value,
+)
+
+ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                          "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"})
+
+# squeue's -O fields, in order; free-text ones last.
+_SQUEUE_FIELDS = ("JobID", "UserID", "UserName", "State", "Reason", "NodeList", "NumCPUs", "MinMemory", "tres-alloc",
+                  "tres-per-node", "SubmitTime", "StartTime", "EndTime", "TimeUsed", "TimeLimit", "Partition",
+                  "exit_code", "RestartCnt", "ArrayJobID", "ArrayTaskID", "STDOUT", "WorkDir", "Name")
+_SACCT_FIELDS = ("JobID", "UID", "User", "State", "ExitCode", "Submit", "Start", "End", "Elapsed", "NodeList",
+                 "AllocTRES", "ReqTRES", "Timelimit", "Partition", "Reason", "JobName")
+
+
+@dataclass
+class SlurmJob:
+    """The facts `skbridge status` shows; the same for a queued and an accounted job."""
+
+    job_id: str
+    uid: int
+    user: str
+    state: str
+    reason: str | None
+    nodes: str | None
+    cpus: int | None
+    memory_mib: int | None
+    gpus: int
+    gpu_types: dict[str, int] = field(default_factory=dict)
+    submit: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    elapsed_s: int | None = None
+    time_limit_s: int | None = None
+    partition: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    restart_count: int = 0
+    output: str | None = None
+    work_dir: str | None = None
+    name: str = ""
+    source: str = "squeue"
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+    @property
+    def pending(self) -> bool:
+        return self.state == "PENDING"
+
+
+def job_owner_uid(settings: SlurmSettings, job_id: str) -> int | None:
+    """The numeric owner of a job (squeue, then sacct), or None when Slurm knows no such job."""
+    job = find_job(settings, job_id)
+    return job.uid if job else None
+
+
+def find_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
+    check_job_id(job_id)
+    return queued_job(settings, job_id) or accounted_job(settings, job_id)
+
+
+def check_job_id(job_id: str) -> None:
+    if not job_id.isdigit():
+        raise PermanentError(f"not a Slurm job id: {job_id!r} (a number such as 1234)")
+
+
+def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
+    fmt = ",".join(f"{name}:{SEP}" for name in _SQUEUE_FIELDS)
+    try:
+        out = run_slurm(settings, ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", f"--Format={fmt}"])
+    except PermanentError as exc:
+        if "Invalid job id" in str(exc):
+            return None
+        raise
+    text = out.stdout
+    if not text.strip():
+        return None
+    values = dict(zip(_SQUEUE_FIELDS, split_record(text.rstrip("\n"), len(_SQUEUE_FIELDS)), strict=True))
+    if values["JobID"].strip() != job_id and values["ArrayJobID"].strip() != job_id:
+        return None
+    tres = values["tres-alloc"] if none_if_unset(values["tres-alloc"]) else ""
+    code, sig = _exit_pair(values["exit_code"])
+    state = values["State"].strip()
+    job = SlurmJob(
+        job_id=values["JobID"].strip(), uid=int(values["UserID"].strip() or -1), user=values["UserName"].strip(),
+        state=state, reason=none_if_unset(values["Reason"]), nodes=none_if_unset(values["NodeList"]),
+        cpus=_int_or_none(values["NumCPUs"]), memory_mib=memory_mib(tres_value(tres, "mem") or values["MinMemory"]),
+        gpus=tres_gpus(tres) or sum(parse_gres(values["tres-per-node"].replace("gres/", "")).values()),
+        gpu_types=parse_gres(values["tres-per-node"].replace("gres/", "")),
+        submit=parse_time(values["SubmitTime"]), start=parse_time(values["StartTime"]),
+        end=parse_time(values["EndTime"]), elapsed_s=duration_s(values["TimeUsed"]),
+        time_limit_s=duration_s(values["TimeLimit"]), partition=none_if_unset(values["Partition"]),
+        exit_code=code if state in ENDED_STATES else None, signal=sig if state in ENDED_STATES else None,
+        restart_count=_int_or_none(values["RestartCnt"]) or 0, work_dir=none_if_unset(values["WorkDir"]),
+        name=values["Name"], source="squeue",
+    )
+    raw_output = none_if_unset(values["STDOUT"])
+    if raw_output:
+        array_task = none_if_unset(values["ArrayTaskID"])
+        job.output = expand_output_path(raw_output, job_id=job.job_id, user=job.user, name=job.name,
+                                        node=(job.nodes or "").split(",")[0] or None,
+                                        array_job=none_if_unset(values["ArrayJobID"]), array_task=array_task)
+    return job
+
+
+def accounted_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
+    out = run_slurm(settings, ["sacct", "--noheader", "--parsable2", f"--delimiter={SEP}", "--allocations",
+                               f"--jobs={job_id}", "--format=" + ",".join(_SACCT_FIELDS)])
+    for line in out.stdout.splitlines():
+        values = dict(zip(_SACCT_FIELDS, split_record(line, len(_SACCT_FIELDS)), strict=True))
+        if values["JobID"].strip() == job_id:
+            return _from_sacct(values)
+    return None
+
+
+def _from_sacct(values: dict[str, str]) -> SlurmJob:
+    tres = values["AllocTRES"] or values["ReqTRES"]
+    code, sig = _exit_pair(values["ExitCode"])
+    state = values["State"].split()[0] if values["State"].strip() else "UNKNOWN"
+    start = parse_time(values["Start"])
+    uid = _int_or_none(values["UID"])
+    return SlurmJob(
+        job_id=values["JobID"].strip(), uid=-1 if uid is None else uid,
+        user=values["User"].strip(), state=state, reason=none_if_unset(values["Reason"]),
+        nodes=none_if_unset(values["NodeList"]) if none_if_unset(values["NodeList"]) != "None assigned" else None,
+        cpus=_int_or_none(tres_value(tres, "cpu") or ""), memory_mib=memory_mib(tres_value(tres, "mem") or ""),
+        gpus=tres_gpus(tres), submit=parse_time(values["Submit"]), start=start, end=parse_time(values["End"]),
+        elapsed_s=duration_s(values["Elapsed"]) if start else None, time_limit_s=duration_s(values["Timelimit"]),
+        partition=none_if_unset(values["Partition"]), exit_code=code if state in ENDED_STATES else None,
+        signal=sig if state in ENDED_STATES else None, name=values["JobName"], source="sacct",
+    )
+
+
+def _exit_pair(text: str) -> tuple[int | None, int | None]:
+    """sacct's `2:0` -> (2, 0) and `0:15` -> (0, 15); squeue's raw wait status 768 -> (3, 0)."""
+    code, colon, sig = text.strip().partition(":")
+    if not colon:
+        raw = _int_or_none(code)
+        return (None, None) if raw is None else ((raw >> 8) & 0xFF, raw & 0x7F)
+    return _int_or_none(code), _int_or_none(sig)
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def queue_position(settings: SlurmSettings, job_id: str, partition: str | None) -> tuple[int, int] | None:
+    """(place, pending jobs) in the job's partition by Slurm's priority order: one squeue call."""
+    argv = ["squeue", "--noheader", "--states=PENDING", "--sort=-p,i", "--format=%i"]
+    if partition:
+        argv.append(f"--partition={partition}")
+    ids = [line.strip() for line in run_slurm(settings, argv).stdout.splitlines() if line.strip()]
+    if job_id not in ids:
+        return None
+    return ids.index(job_id) + 1, len(ids)
