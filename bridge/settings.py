@@ -38,7 +38,8 @@ class NasSettings(_Section):
     jobs_dir: Path = Field(default=Path("slurm-jobs"), description="Drop-folder tree, relative to root")
     results_dir: Path = Field(default=Path("results"), description="results/<user>/<jobid>/, relative to root")
     home_dir: Path = Field(default=Path("home"), description="Per-user NAS directories home/<user>, relative to root")
-    shared_volumes: dict[str, SharedVolume] = Field(default_factory=dict)
+    shared_volumes: dict[str, SharedVolume] = Field(
+        default_factory=dict, description="Named NAS directories jobs may mount with #K8S_MOUNT=NAME:/path[:ro|rw]")
     server: str | None = Field(default=None, description="NFS server for PVs; None = hostPath (single host)")
 
     def _abs(self, path: Path) -> Path:
@@ -79,7 +80,7 @@ class NasSettings(_Section):
 class SlurmSettings(_Section):
     conf_path: Path | None = Field(default=None, description="slurm.conf for the bridge's Slurm commands; None = Slurm's default")
     bin_dir: Path = Field(default=Path("/usr/bin"), description="Where sbatch, scontrol, squeue and sacct live")
-    command_timeout_s: float = Field(default=30.0, gt=0)
+    command_timeout_s: float = Field(default=30.0, gt=0, description="Deadline for one Slurm command (sbatch, scontrol, ...)")
     partition: str | None = Field(default=None, description="Partition for jobs that name none; None = Slurm's default")
     skbridge_path: Path = Field(default=Path("/opt/slurm-k8s-bridge/bin/skbridge"),
                                 description="Absolute path of skbridge on every node; the launcher line runs it")
@@ -99,15 +100,15 @@ class SlurmSettings(_Section):
 
 class KubernetesSettings(_Section):
     kubeconfig: Path = Field(default=Path("/etc/slurm-k8s-bridge/kubeconfig"), description="The bridge's root-only kubeconfig")
-    namespace: str = "slurm-bridge"
+    namespace: str = Field(default="slurm-bridge", description="Namespace of every per-job object; must match deploy/kubernetes")
     pod_template: Path | None = Field(default=None, description="Jinja2 Pod template; None = the shipped pod-template.yaml")
     node_map: dict[str, str] = Field(default_factory=dict, description="Slurm node -> Kubernetes node; identity when absent")
-    gpu_resource: str = "nvidia.com/gpu"
+    gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource name of GPUs on the nodes")
     gpu_mode: Literal["count", "indices"] = Field(
         default="count", description="count: request N GPUs from the device plugin; indices: pass Slurm's indices")
     pod_ready_timeout_s: float = Field(default=90.0, gt=0, description="Must stay below Slurm's PrologEpilogTimeout")
     termination_grace_period_s: int = Field(default=20, ge=0, description="Must stay below Slurm's KillWait")
-    api_timeout_s: float = Field(default=10.0, gt=0)
+    api_timeout_s: float = Field(default=10.0, gt=0, description="Deadline for one Kubernetes API request")
     unschedulable_grace_s: float = Field(default=10.0, ge=0, description="How long Unschedulable may last before requeue")
     max_prolog_attempts: int = Field(default=5, ge=1, description="After this many requeues the job is failed, not requeued")
     teardown_timeout_s: float = Field(default=60.0, gt=0, description="Epilog: wait this long for objects to be gone")
@@ -130,11 +131,12 @@ class IngestSettings(_Section):
     user_folders_refresh_s: float = Field(default=60.0, gt=0,
                                           description="How often the watcher creates missing submit/<user>/ folders")
     use_inotify: bool = Field(default=True, description="inotify as a hint to shorten the delay where it works")
-    max_concurrent_sbatch: int = Field(default=4, ge=1)
-    retry_initial_s: float = Field(default=5.0, gt=0)
-    retry_max_s: float = Field(default=300.0, gt=0)
-    journal_path: Path = Path("/var/lib/slurm-k8s-bridge/journal.sqlite")
-    lock_path: Path = Path("/run/slurm-k8s-bridge/watcher.lock")
+    max_concurrent_sbatch: int = Field(default=4, ge=1, description="sbatch calls in flight at once (back-pressure on slurmctld)")
+    retry_initial_s: float = Field(default=5.0, gt=0, description="First wait before retrying a file after a temporary failure")
+    retry_max_s: float = Field(default=300.0, gt=0, description="Longest wait between retries (exponential back-off)")
+    journal_path: Path = Field(default=Path("/var/lib/slurm-k8s-bridge/journal.sqlite"),
+                               description="Write-ahead journal of dropped files (SQLite WAL, local disk)")
+    lock_path: Path = Field(default=Path("/run/slurm-k8s-bridge/watcher.lock"), description="One watcher per host")
     reaper_interval_s: float = Field(default=60.0, gt=0, description="How often the reaper looks for leftovers")
     reaper_grace_s: float = Field(default=300.0, ge=0,
                                   description="Leave a just-ended job to its epilog this long (> PrologEpilogTimeout)")
@@ -143,15 +145,16 @@ class IngestSettings(_Section):
 class PolicySettings(_Section):
     """What a job file may ask for. Checked by `skbridge validate`, the watcher and the prolog."""
 
-    uid_min: int = Field(default=1000, ge=1)
-    uid_max: int = Field(default=60000, ge=1)
-    max_file_bytes: int = Field(default=1 << 20, gt=0)
-    allowed_registries: list[str] = Field(default_factory=lambda: ["registry.lab:5000"])
-    max_cpus_per_task: int = Field(default=64, ge=1)
-    max_mem_mib: int = Field(default=512 * 1024, ge=1)
-    max_gpus: int = Field(default=8, ge=0)
-    max_time_minutes: int = Field(default=7 * 24 * 60, ge=1)
-    max_array_tasks: int = Field(default=100, ge=0)
+    uid_min: int = Field(default=1000, ge=1, description="Lowest uid that may own a job (system accounts stay out)")
+    uid_max: int = Field(default=60000, ge=1, description="Highest uid that may own a job")
+    max_file_bytes: int = Field(default=1 << 20, gt=0, description="Largest job file the watcher reads")
+    allowed_registries: list[str] = Field(default_factory=lambda: ["registry.lab:5000"],
+                                          description="#K8S_IMAGE must come from one of these")
+    max_cpus_per_task: int = Field(default=64, ge=1, description="Site maximum of CPUs per job")
+    max_mem_mib: int = Field(default=512 * 1024, ge=1, description="Site maximum of memory per job")
+    max_gpus: int = Field(default=8, ge=0, description="Site maximum of GPUs per job (every GPU option counts)")
+    max_time_minutes: int = Field(default=7 * 24 * 60, ge=1, description="Site maximum time limit; unlimited is refused")
+    max_array_tasks: int = Field(default=100, ge=0, description="Site maximum of tasks in one job array")
     max_nodes: int = Field(default=1, ge=1, description="The bridge runs one Pod per job: single-node jobs only")
 
 
@@ -194,7 +197,7 @@ class Settings(BaseSettings):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Least severe level logged")
     hook_log_path: Path = Field(default=Path("/var/log/slurm-k8s-bridge/hooks.log"),
                                 description="JSON log of the Slurm hooks (slurmctld discards their output)")
     job_records_dir: Path = Field(

@@ -60,3 +60,38 @@ def config_example(*, nas_root: Path | None = None) -> str:
     if nas_root is None:
         text = text.replace("# nas:\n", "# nas:   (set root to where the lab's NAS is mounted on this host)\n", 1)
     return text
+
+
+def _markdown_cell(value: Any) -> str:
+    text = yaml.safe_dump(_value(value), default_flow_style=True, width=1000).strip()
+    text = text.removesuffix("...").strip()
+    return f"`{text}`".replace("|", "\\|")
+
+
+def config_reference() -> str:
+    """docs/configuration.md: every key, its default and meaning, from the settings model
+    (the model's own defaults: no config file or environment of this machine)."""
+    lines = ["# Configuration reference", "",
+             "Generated from the settings model by `skbridge config reference` (a unit test keeps this file",
+             "in step). The file is `/etc/slurm-k8s-bridge/config.yaml` (or `$SKBRIDGE_CONFIG`); every key",
+             "may be overridden by `SKBRIDGE_<SECTION>__<KEY>`. Units are in the names (`_s` seconds,",
+             "`_mib` MiB, `_bytes` bytes). A changed file reaches the running watcher (and the hooks it",
+             "serves) when it restarts: `systemctl restart skbridge-watcher`.", ""]
+    top: list[tuple[str, Any, str]] = []
+    for name, field in Settings.model_fields.items():
+        value = field.get_default(call_default_factory=True)
+        if not isinstance(value, BaseModel):
+            top.append((name, value, field.description or ""))
+            continue
+        lines += [f"## `{name}`", ""]
+        doc = (type(value).__doc__ or "").strip()
+        if doc and not doc.startswith(type(value).__name__):
+            lines += [" ".join(doc.split()), ""]
+        lines += ["| key | default | meaning |", "|---|---|---|"]
+        for sub_name, sub_field in type(value).model_fields.items():
+            lines.append(f"| `{name}.{sub_name}` | {_markdown_cell(getattr(value, sub_name))} | "
+                         f"{(sub_field.description or '').replace('|', '/')} |")
+        lines.append("")
+    lines += ["## Top-level keys", "", "| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {_markdown_cell(value)} | {description.replace('|', '/')} |" for name, value, description in top]
+    return "\n".join(lines) + "\n"

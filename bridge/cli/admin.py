@@ -33,6 +33,14 @@ def example(nas_root: Path | None = typer.Option(None, help="NAS mount point to 
     typer.echo(config_example(nas_root=nas_root), nl=False)
 
 
+@config_app.command("reference")
+def reference() -> None:
+    """Print docs/configuration.md: every key with its default and meaning, as Markdown."""
+    from bridge.admin.config_example import config_reference
+
+    typer.echo(config_reference(), nl=False)
+
+
 @config_app.command("show")
 def show(config: Path | None = ConfigOption) -> None:
     """Print the effective configuration (file + environment overrides + defaults) as YAML."""
