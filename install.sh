@@ -15,7 +15,13 @@ ETC=/etc/slurm-k8s-bridge
 STATE=/var/lib/slurm-k8s-bridge
 MANIFEST=$STATE/installed-files
 UNIT_DIR=/etc/systemd/system
-SLURM_CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}
+# The slurm.conf in use: $SLURM_CONF, else the one slurmctld reports, else Debian's default.
+slurm_conf_in_use() {
+  local reported
+  reported=$(timeout 15 scontrol show config 2>/dev/null | awk '$1 == "SLURM_CONF" {print $3; exit}') || true
+  printf '%s\n' "${reported:-/etc/slurm/slurm.conf}"
+}
+SLURM_CONF=${SLURM_CONF:-$(slurm_conf_in_use)}
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 dry_run=0 uninstall=0 apply_slurm=0 no_systemd=0
@@ -77,7 +83,11 @@ if [ "$uninstall" = 1 ]; then
   [ "$dry_run" = 1 ] || rm -f "$STATE/config.yaml.sha256"
   [ "$dry_run" = 1 ] || rmdir --ignore-fail-on-non-empty "$ETC" 2>/dev/null || true
   [ "$dry_run" = 1 ] || rmdir --ignore-fail-on-non-empty "$STATE" 2>/dev/null || true
-  say "uninstalled; Slurm's own config was not changed: remove the bridge lines from $SLURM_CONF yourself."
+  if [ "$dry_run" = 1 ]; then
+    say "Dry run: nothing was removed."
+  else
+    say "uninstalled; Slurm's own config was not changed: remove the bridge lines from $SLURM_CONF yourself."
+  fi
   exit 0
 fi
 
@@ -153,8 +163,10 @@ else
 fi
 if [ "$apply_slurm" = 1 ]; then
   run "$PREFIX/bin/skbridge" install slurm-conf --slurm-conf "$SLURM_CONF" --apply
+elif [ -x "$PREFIX/bin/skbridge" ]; then
+  "$PREFIX/bin/skbridge" install slurm-conf --slurm-conf "$SLURM_CONF" || true   # a check: reads, never writes
 else
-  "$PREFIX/bin/skbridge" install slurm-conf --slurm-conf "$SLURM_CONF" || true
+  say "+ $PREFIX/bin/skbridge install slurm-conf --slurm-conf $SLURM_CONF   (checks the lines slurm.conf needs)"
 fi
 
 # --- 6. the watcher service ------------------------------------------------------------------
@@ -170,4 +182,8 @@ else
 fi
 
 say ""
-say "Installed. Next: review $ETC/config.yaml, then run: skbridge test-suite"
+if [ "$dry_run" = 1 ]; then
+  say "Dry run: nothing was changed. Run again without --dry-run to install."
+else
+  say "Installed. Next: review $ETC/config.yaml, then run: skbridge test-suite"
+fi
