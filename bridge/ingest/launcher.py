@@ -13,6 +13,8 @@ import re
 import shlex
 from pathlib import Path
 
+from bridge.settings import PolicySettings, load_settings
+
 LAUNCHER_MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
 # The interpreters for which the launcher line means "replace this shell with skbridge
 # attach" before anything else runs, with at most one harmless option word (the kernel passes
@@ -29,12 +31,26 @@ def launcher_line(skbridge_path: Path, config_path: Path | None = None) -> str:
 
 _LUA_SKBRIDGE = 'local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"'
 _LUA_CONFIG = 'local SKBRIDGE_CONFIG = ""'
+_LUA_POLICY = "local POLICY = nil"
 
 
-def render_job_submit_lua(template: str, skbridge_path: Path, config_path: Path | None = None) -> str:
-    """deploy/slurm/job_submit.lua with this installation's paths (sandbox and install.sh use it)."""
-    if _LUA_SKBRIDGE not in template or _LUA_CONFIG not in template:
-        raise ValueError("job_submit.lua lacks the SKBRIDGE / SKBRIDGE_CONFIG lines to fill in")
+def render_job_submit_lua(template: str, skbridge_path: Path, config_path: Path | None = None,
+                          policy: PolicySettings | None = None) -> str:
+    """deploy/slurm/job_submit.lua with this installation's paths and site maxima.
+
+    The maxima come from `policy`, else from the config file at `config_path` when it exists,
+    else the defaults: the plugin checks them on the job as slurmctld will run it, which is
+    the only place options given on sbatch's command line or in SBATCH_* variables are seen.
+    """
+    if _LUA_SKBRIDGE not in template or _LUA_CONFIG not in template or _LUA_POLICY not in template:
+        raise ValueError("job_submit.lua lacks the SKBRIDGE / SKBRIDGE_CONFIG / POLICY lines to fill in")
+    if policy is None:
+        policy = load_settings(config_path).policy if config_path is not None and config_path.exists() \
+            else PolicySettings()
+    limits = {"max_time_minutes": policy.max_time_minutes, "max_mem_mib": policy.max_mem_mib,
+              "max_gpus": policy.max_gpus, "max_cpus": policy.max_cpus_per_task,
+              "max_array_tasks": policy.max_array_tasks, "max_nodes": policy.max_nodes}
+    template = template.replace(_LUA_POLICY, "local POLICY = {" + ", ".join(f"{k} = {v}" for k, v in limits.items()) + "}")
 
     def lua_string(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

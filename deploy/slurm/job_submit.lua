@@ -16,6 +16,8 @@ Install as job_submit.lua next to slurm.conf, with JobSubmitPlugins=lua.
 local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"
 local SKBRIDGE_CONFIG = ""
 local MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
+-- The site maxima (config `policy`), filled in like the two lines above; nil: not enforced here.
+local POLICY = nil
 
 -- Same result as Python's shlex.quote.
 local function shell_quote(s)
@@ -95,6 +97,126 @@ local function neutralise_environment(job_desc)
 	end
 end
 
+-- Slurm's "not set" values as Lua sees them (doubles).
+local NO_VAL = 4294967294
+local NO_VAL16 = 65534
+
+local function set(value, unset)
+	return value ~= nil and value < unset
+end
+
+-- GPUs in a TRES list such as "gres:gpu:2,gres:gpu:a100:1" (or "gres/gpu..."); nil if unreadable.
+local function tres_gpus(list)
+	local total = 0
+	if list == nil or list == "" then
+		return 0
+	end
+	for item in (list .. ","):gmatch("([^,]*),") do
+		local kind, rest = item:match("^gres[:/](%w+):?(.*)$")
+		if kind == nil then
+			return nil
+		end
+		if kind == "gpu" then
+			local count = rest:match("(%d+)$")
+			if rest == "" then
+				count = "1"
+			elseif rest:match("^[%a][%w_.-]*$") then
+				count = "1"
+			end
+			if count == nil then
+				return nil
+			end
+			total = total + tonumber(count)
+		end
+	end
+	return total
+end
+
+-- Distinct ids of an --array list ("0-15:2,20%4"); nil if unreadable or beyond `cap`.
+local function array_tasks(spec, cap)
+	local ids, count = {}, 0
+	spec = spec:gsub("%%%d+$", "")
+	for part in (spec .. ","):gmatch("([^,]*),") do
+		local low, high, step = part:match("^(%d+)%-(%d+):(%d+)$")
+		if low == nil then
+			low, high = part:match("^(%d+)%-(%d+)$")
+			step = "1"
+		end
+		if low == nil then
+			low = part:match("^(%d+)$")
+			high, step = low, "1"
+		end
+		if low == nil or tonumber(step) < 1 or tonumber(high) < tonumber(low) then
+			return nil
+		end
+		for id = tonumber(low), tonumber(high), tonumber(step) do
+			if not ids[id] then
+				ids[id] = true
+				count = count + 1
+				if count > cap then
+					return count
+				end
+			end
+		end
+	end
+	return count
+end
+
+-- Why the job asks for more than the site allows, or nil. This sees the job as slurmctld
+-- will run it (script, environment and command line together), so options given to
+-- `sbatch` itself cannot go around the validator's maxima.
+local function over_limit(job_desc)
+	local p = POLICY
+	local t = job_desc.time_limit
+	if t ~= nil and t ~= NO_VAL and (t == 0 or t > p.max_time_minutes) then
+		return "a time limit of at most " .. p.max_time_minutes .. " minutes (0 and UNLIMITED mean none)"
+	end
+	local tasks = set(job_desc.num_tasks, NO_VAL) and job_desc.num_tasks or 1
+	local cpus = set(job_desc.min_cpus, NO_VAL) and job_desc.min_cpus or 1
+	local per_task = set(job_desc.cpus_per_task, NO_VAL16) and job_desc.cpus_per_task or 1
+	cpus = math.max(cpus, tasks * per_task)
+	if cpus > p.max_cpus then
+		return "at most " .. p.max_cpus .. " CPUs"
+	end
+	if (set(job_desc.min_nodes, NO_VAL) and job_desc.min_nodes > p.max_nodes) or
+		(set(job_desc.max_nodes, NO_VAL) and job_desc.max_nodes > p.max_nodes) then
+		return "at most " .. p.max_nodes .. " node(s)"
+	end
+	local shared = job_desc.shared
+	if shared == 0 or shared == 2 or shared == 3 then
+		return "no --exclusive: it gives the job a whole node"
+	end
+	local per_job, per_node = tres_gpus(job_desc.tres_per_job), tres_gpus(job_desc.tres_per_node)
+	local per_gpu_task = tres_gpus(job_desc.tres_per_task)
+	if per_job == nil or per_node == nil or per_gpu_task == nil or
+		(job_desc.tres_per_socket ~= nil and job_desc.tres_per_socket ~= "") then
+		return "GPUs asked for as --gres=gpu:N, --gpus, --gpus-per-node or --gpus-per-task"
+	end
+	local gpus = math.max(per_job, per_node, per_gpu_task * tasks)
+	if gpus > p.max_gpus then
+		return "at most " .. p.max_gpus .. " GPUs"
+	end
+	local mem = job_desc.min_mem_per_node
+	if mem == nil and job_desc.min_mem_per_cpu ~= nil then
+		mem = job_desc.min_mem_per_cpu * cpus
+	end
+	local per_gpu = job_desc.mem_per_tres and job_desc.mem_per_tres:match("gpu:(%d+)$")
+	if mem == nil and per_gpu ~= nil then
+		mem = tonumber(per_gpu) * math.max(gpus, 1)
+	end
+	if mem ~= nil and (mem == 0 or mem > p.max_mem_mib) then
+		return "at most " .. p.max_mem_mib .. " MiB of memory (0 means a whole node)"
+	end
+	local array = job_desc.array_inx
+	if array ~= nil and array ~= "" then
+		local count = array_tasks(array, p.max_array_tasks)
+		if count == nil or count > p.max_array_tasks then
+			return "at most " .. p.max_array_tasks .. " array tasks"
+		end
+	end
+	return nil
+end
+
 function slurm_job_submit(job_desc, part_list, submit_uid)
 	local script = job_desc.script
 	if script == nil or script == "" then
@@ -108,6 +230,13 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 		slurm.log_user("slurm-k8s-bridge: a job with #K8S_IMAGE must start with #!/bin/bash (or /bin/sh, " ..
 			"/usr/bin/env bash; one option such as -e at most), so that it runs only in its Pod")
 		return slurm.ERROR
+	end
+	if POLICY ~= nil then
+		local why = over_limit(job_desc)
+		if why ~= nil then
+			slurm.log_user("slurm-k8s-bridge: this job asks for more than the site allows: " .. why)
+			return slurm.ERROR
+		end
 	end
 	neutralise_environment(job_desc)
 	local config = ""

@@ -244,3 +244,34 @@ def test_random_spellings_are_recorded_as_the_validator_reads_them(
     assert record["time_limit"] == values.time_minutes(chosen["time"]) == spec.time_limit_minutes
     assert record["memory_per_node"] == values.mbytes(chosen["mem"]) == spec.mem_mib
     assert not record["comment"]
+
+
+# -- the command line and SBATCH_* variables are spellings too: job_submit.lua checks the job ------
+
+@pytest.mark.parametrize(("args", "variables"), [
+    (("--time=0",), {}), (("--time=UNLIMITED",), {}), (("--mem=0",), {}), (("--exclusive",), {}),
+    (("--array=0-500",), {}), ((), {"SBATCH_TIMELIMIT": "0"}), ((), {"SBATCH_MEM_PER_NODE": "0"}), ((), {"SBATCH_EXCLUSIVE": "user"}),
+])
+def test_site_maxima_hold_for_options_given_to_sbatch_itself(sandbox: Sandbox, users: dict[str, pwd.struct_passwd],
+                                                            tmp_job_dir: Path, args: tuple[str, ...],
+                                                            variables: dict[str, str]) -> None:
+    script = tmp_job_dir / "cli.sh"
+    script.write_text("#!/bin/bash\n#SBATCH --time=10\n#K8S_IMAGE=registry.lab:5000/x:1\necho hi\n", encoding="utf-8")
+    script.chmod(0o644)
+    out = sandbox.slurm("env", *(f"{k}={v}" for k, v in variables.items()), "sbatch", "--hold", "--parsable",
+                        "--output=/dev/null", f"--chdir={tmp_job_dir}", *args, str(script), user=USER, check=False)
+    if out.returncode == 0:
+        sandbox.slurm("scancel", out.stdout.strip().split(";")[0], check=False)
+    assert out.returncode != 0 and "more than the site allows" in out.stderr, out
+
+
+def test_a_job_within_the_maxima_is_still_accepted_with_options_on_the_command_line(
+        sandbox: Sandbox, users: dict[str, pwd.struct_passwd], tmp_job_dir: Path) -> None:
+    script = tmp_job_dir / "ok.sh"
+    script.write_text("#!/bin/bash\n#K8S_IMAGE=registry.lab:5000/x:1\necho hi\n", encoding="utf-8")
+    script.chmod(0o644)
+    out = sandbox.slurm("sbatch", "--hold", "--parsable", "--output=/dev/null", f"--chdir={tmp_job_dir}",
+                        "--time=60", "--mem=2G", "--gres=gpu:a100:2", "-n", "2", "--array=0-3", str(script),
+                        user=USER, check=False)
+    assert out.returncode == 0, out.stderr
+    sandbox.slurm("scancel", out.stdout.strip().split(";")[0], check=False)

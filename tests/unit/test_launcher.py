@@ -20,6 +20,7 @@ from bridge.ingest.launcher import (
     render_job_submit_lua,
     strip_launcher,
 )
+from bridge.settings import PolicySettings
 
 SKB = Path("/opt/slurm-k8s-bridge/bin/skbridge")
 SCRIPT = """#!/bin/bash
@@ -136,3 +137,49 @@ def test_job_submit_lua_inserts_exactly_what_the_watcher_inserts(tmp_path: Path,
                          capture_output=True, check=True)
     expected = insert_launcher(text, SKB, config) if SHELL_INTERPRETER.match(shebang) else "REFUSED"
     assert out.stdout.decode() == expected
+
+
+LIMITS_HARNESS = """
+slurm = {SUCCESS = 0, ERROR = -1, log_info = function(...) end, log_user = function(f, ...) io.write(f) end}
+dofile(arg[1])
+local job = %s
+job.script = "#!/bin/bash\\n#K8S_IMAGE=registry.lab:5000/x:1\\necho hi\\n"
+if slurm_job_submit(job, {}, 1501) == 0 then io.write("ACCEPTED") end
+"""
+NO_VAL, INFINITE = 4294967294, 4294967295
+
+
+@pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (apt-get install lua5.1)")
+@pytest.mark.parametrize(("fields", "accepted"), [
+    ("{}", True),
+    (f"{{time_limit = {NO_VAL}, num_tasks = {NO_VAL}, cpus_per_task = 65534, min_cpus = 1}}", True),
+    ("{time_limit = 60, min_mem_per_node = 8192, tres_per_node = 'gres:gpu:a100:2', array_inx = '0-9%2'}", True),
+    ("{time_limit = 0}", False),                       # --time=0: no limit at all
+    (f"{{time_limit = {INFINITE}}}", False),
+    ("{time_limit = 121}", False),
+    ("{min_mem_per_node = 0}", False),                 # --mem=0: the whole node
+    ("{min_mem_per_cpu = 3000, min_cpus = 4}", False),  # 12000 MiB
+    ("{min_mem_per_cpu = 2000, min_cpus = 4}", True),
+    ("{tres_per_task = 'gres:gpu:2', num_tasks = 3}", False),
+    ("{tres_per_job = 'gres:gpu:5'}", False),
+    ("{tres_per_node = 'gres:gpu:a100'}", True),
+    ("{tres_per_socket = 'gres:gpu:1'}", False),
+    ("{mem_per_tres = 'gres:gpu:5001', tres_per_job = 'gres:gpu:2'}", False),
+    ("{array_inx = '0-10'}", False),
+    ("{array_inx = '0-9,0-9%1'}", True),
+    ("{shared = 0}", False),                           # --exclusive
+    ("{min_cpus = 9}", False),
+    ("{num_tasks = 3, cpus_per_task = 3}", False),
+    ("{min_nodes = 2}", False),
+])
+def test_job_submit_lua_enforces_the_site_maxima_on_the_whole_job(tmp_path: Path, fields: str, accepted: bool) -> None:
+    policy = PolicySettings(max_time_minutes=120, max_mem_mib=10000, max_gpus=4, max_cpus_per_task=8,
+                            max_array_tasks=10, max_nodes=1)
+    template = (Path(__file__).parents[2] / "deploy/slurm/job_submit.lua").read_text()
+    plugin = tmp_path / "job_submit.lua"
+    plugin.write_text(render_job_submit_lua(template, SKB, None, policy))
+    (tmp_path / "harness.lua").write_text(LIMITS_HARNESS % fields)
+    assert LUA is not None
+    out = subprocess.run([LUA, str(tmp_path / "harness.lua"), str(plugin)], capture_output=True, text=True, check=True)
+    assert out.stdout.endswith("ACCEPTED") == accepted, out.stdout
+    assert accepted or "more than the site allows" in out.stdout
