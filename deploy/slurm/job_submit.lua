@@ -171,8 +171,15 @@ local function over_limit(job_desc)
 	if t ~= nil and t ~= NO_VAL and (t == 0 or t > p.max_time_minutes) then
 		return "a time limit of at most " .. p.max_time_minutes .. " minutes (0 and UNLIMITED mean none)"
 	end
+	-- One node: the tasks are --ntasks or --ntasks-per-node, whichever asks for more.
 	local tasks = set(job_desc.num_tasks, NO_VAL) and job_desc.num_tasks or 1
+	if set(job_desc.ntasks_per_node, NO_VAL16) then
+		tasks = math.max(tasks, job_desc.ntasks_per_node)
+	end
 	local cpus = set(job_desc.min_cpus, NO_VAL) and job_desc.min_cpus or 1
+	if set(job_desc.pn_min_cpus, NO_VAL16) then
+		cpus = math.max(cpus, job_desc.pn_min_cpus)
+	end
 	local per_task = set(job_desc.cpus_per_task, NO_VAL16) and job_desc.cpus_per_task or 1
 	cpus = math.max(cpus, tasks * per_task)
 	if cpus > p.max_cpus then

@@ -170,6 +170,8 @@ NO_VAL, INFINITE = 4294967294, 4294967295
     ("{shared = 0}", False),                           # --exclusive
     ("{min_cpus = 9}", False),
     ("{num_tasks = 3, cpus_per_task = 3}", False),
+    ("{ntasks_per_node = 3, cpus_per_task = 3}", False),
+    (f"{{ntasks_per_node = 65534, num_tasks = {NO_VAL}, pn_min_cpus = 65534, cpus_per_task = 2}}", True),
     ("{min_nodes = 2}", False),
 ])
 def test_job_submit_lua_enforces_the_site_maxima_on_the_whole_job(tmp_path: Path, fields: str, accepted: bool) -> None:
