@@ -8,6 +8,7 @@ value fails at start with a message naming the key.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -226,6 +227,21 @@ class Settings(BaseSettings):
 
 
 _YAML_PATH_OVERRIDE: Path | None = None
+
+
+def config_file_in_effect(path: Path | None = None) -> Path | None:
+    """The YAML file `load_settings(path)` reads: `path`, $SKBRIDGE_CONFIG, or the default if present."""
+    return path or _yaml_file()
+
+
+def config_digest(path: Path | None) -> str | None:
+    """sha256 of the config file's bytes (None: no file), to tell a stale running watcher."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def load_settings(path: Path | None = None) -> Settings:

@@ -401,6 +401,27 @@ def _hook_socket(ctx: Context) -> str:
     return f"answers on {path}"
 
 
+@check("watcher", "the running watcher uses the config file as it is now")
+def _config_fresh(ctx: Context) -> str:
+    from bridge.hooks.server import server_info
+    from bridge.settings import config_digest, config_file_in_effect
+
+    path = ctx.s.slurm.hook_socket_path
+    if path is None:
+        raise Skipped("slurm.hook_socket_path is null: the hooks read the config afresh each time")
+    info = server_info(path)
+    if info is None:
+        raise Skipped(f"nothing answers on {path} (see the check above)")
+    config = config_file_in_effect(ctx.config_path)
+    if config is None:
+        raise Skipped("no config file: the bridge runs on its defaults")
+    if info.get("config_sha256") != config_digest(config):
+        raise Failed(f"{config} changed after the watcher (pid {info.get('pid')}) read "
+                     f"{info.get('config_path')}: its hooks still use the old settings",
+                     "systemctl restart skbridge-watcher")
+    return f"pid {info.get('pid')} runs with {config} as it is now"
+
+
 # -- e2e --------------------------------------------------------------------------------------
 
 HELLO = """#!/bin/bash

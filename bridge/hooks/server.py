@@ -11,7 +11,7 @@ Nothing depends on the server being there: when the socket is missing, refuses, 
 the connection before answering, the entry point runs the hook itself. Hooks are
 idempotent, so a hook cut off by a watcher restart is simply run again.
 
-Protocol: one JSON line each way. {"hook": "prolog"|"epilog"|"ping", "job_id": "123"} ->
+Protocol: one JSON line each way. {"hook": "prolog"|"epilog"|"ping"|"info", "job_id": "123"} ->
 {"exit_code": N}.
 """
 
@@ -33,7 +33,7 @@ from bridge.hooks.entry import HookBody, open_hook_log, run_hook_body
 from bridge.hooks.fastpath import ask_hook_server
 from bridge.hooks.prolog import client_startup_s
 from bridge.log import get_logger, log_stream
-from bridge.settings import Settings
+from bridge.settings import Settings, config_digest, config_file_in_effect
 
 log = get_logger(component="hook-server")
 
@@ -55,6 +55,9 @@ class HookServer:
         self._thread: threading.Thread | None = None
         self._hook_log: Any = None
         self._inode = 0
+        # The settings were loaded from this file at start; a later edit needs a restart.
+        self._config_path = config_file_in_effect()
+        self._config_sha256 = config_digest(self._config_path)
 
     def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,10 +93,14 @@ class HookServer:
             self._hook_log.close()
         self._server = None
 
-    def _serve(self, request: dict[str, Any]) -> int:
+    def _serve(self, request: dict[str, Any]) -> int | dict[str, Any]:
         hook = request.get("hook")
         if hook == "ping":
             return 0
+        if hook == "info":
+            # Which config the served hooks use: `skbridge test-suite` compares it with the file now.
+            return {"exit_code": 0, "config_path": str(self._config_path) if self._config_path else None,
+                    "config_sha256": self._config_sha256, "pid": os.getpid()}
         job_id = str(request.get("job_id") or "")
         body = _bodies().get(str(hook))
         if body is None or not job_id.isdigit():
@@ -110,6 +117,19 @@ class HookServer:
             client_startup_s.reset(token)
 
 
+def server_info(path: Path) -> dict[str, Any] | None:
+    """The running hook server's own facts (its config file and digest); None: nobody answered."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5.0)
+            conn.connect(str(path))
+            conn.sendall(b'{"hook": "info"}\n')
+            answer = json.loads(conn.makefile("rb").readline() or b"null")
+    except (OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
 def ping(path: Path) -> bool:
     """True when a hook server answers on `path` (for `skbridge test-suite`, and before taking a path)."""
     return ask_hook_server(path, {"hook": "ping"}, timeout_s=5.0) == 0
@@ -123,7 +143,7 @@ def _bodies() -> dict[str, HookBody]:
 
 
 
-def _handler_for(serve: Callable[[dict[str, Any]], int]) -> type[socketserver.StreamRequestHandler]:
+def _handler_for(serve: Callable[[dict[str, Any]], int | dict[str, Any]]) -> type[socketserver.StreamRequestHandler]:
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             peer = _peer_uid(self.connection)
@@ -132,12 +152,13 @@ def _handler_for(serve: Callable[[dict[str, Any]], int]) -> type[socketserver.St
                 return
             line = self.rfile.readline(MAX_REQUEST_BYTES)
             try:
-                code = serve(json.loads(line))
+                answer = serve(json.loads(line))
             except (ValueError, TypeError) as exc:
                 log.warning("bad hook request", error=str(exc))
                 return  # no answer: the client runs the hook itself
+            body = answer if isinstance(answer, dict) else {"exit_code": answer}
             with contextlib.suppress(OSError):  # slurmctld may have given up on the hook
-                self.wfile.write(json.dumps({"exit_code": code}).encode("utf-8") + b"\n")
+                self.wfile.write(json.dumps(body).encode("utf-8") + b"\n")
 
     return Handler
 

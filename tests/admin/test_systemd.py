@@ -84,3 +84,22 @@ def test_the_watchdog_stops_when_the_watcher_stalls(sandbox: Sandbox, tmp_path: 
             if run.proc is not None:
                 os.kill(run.proc.pid, signal.SIGCONT)
                 run.stop()
+
+
+def test_the_test_suite_tells_when_the_watcher_runs_an_older_config(sandbox: Sandbox) -> None:
+    from tests.admin.test_admin import run_test_suite
+
+    name = "the running watcher uses the config file as it is now"
+    _, results = run_test_suite(sandbox, "--only", "watcher")
+    assert results[name]["outcome"] == "PASS", results[name]
+    config = sandbox.layout.bridge_config
+    original = config.read_bytes()
+    try:
+        config.write_bytes(original + b"# an admin's edit the watcher has not read\n")
+        code, results = run_test_suite(sandbox, "--only", "watcher")
+        assert code == 1 and results[name]["outcome"] == "FAIL", results[name]
+        assert "systemctl restart skbridge-watcher" in str(results[name]["hint"])
+    finally:
+        config.write_bytes(original)
+    _, results = run_test_suite(sandbox, "--only", "watcher")
+    assert results[name]["outcome"] == "PASS", results[name]
