@@ -21,6 +21,25 @@ def split_record(line: str, fields: int) -> list[str]:
     return parts
 
 
+_JOB_ID = re.compile(r"^\d+(?:[_+][\d\[\]\-,%]+)?(?:\.\w+)?$")
+
+
+def job_records(text: str, fields: int) -> list[list[str]]:
+    """Records of `fields` SEP-joined values, one per line, the first a job id and the last free
+    text that may itself hold newlines (a job name can): a line that does not start a record
+    continues the previous one's last value."""
+    records: list[list[str]] = []
+    for line in text.split("\n"):
+        parts = line.split(SEP, fields - 1)
+        if len(parts) == fields and _JOB_ID.match(parts[0].strip()):
+            records.append(parts)
+        elif records:
+            records[-1][-1] += "\n" + line
+    for record in records:
+        record[-1] = record[-1].rstrip("\n").rstrip(SEP)
+    return records
+
+
 def none_if_unset(value: str) -> str | None:
     value = value.strip()
     return None if value in ("", "N/A", "(null)", "None", "Unknown", "n/a") else value

@@ -8,7 +8,16 @@ from typing import Any
 from bridge.errors import PermanentError
 from bridge.settings import SlurmSettings
 from bridge.slurm.commands import run_slurm
-from bridge.userview.fields import SEP, duration_s, iso, parse_time, split_record, tres_gpus
+from bridge.userview.fields import (
+    SEP,
+    duration_s,
+    iso,
+    job_records,
+    none_if_unset,
+    parse_gres,
+    parse_time,
+    tres_gpus,
+)
 
 _FIELDS = ("JobID", "UID", "User", "State", "Elapsed", "AllocTRES", "ReqTRES", "ExitCode", "Partition", "NodeList",
            "Submit", "Start", "End", "Reason", "JobName")
@@ -48,21 +57,60 @@ class JobRow:
         return dict(self.__dict__)
 
 
+_QUEUE_FIELDS = ("JobID", "UserName", "State", "TimeUsed", "tres-alloc", "tres-per-node", "exit_code", "Partition",
+                 "NodeList", "SubmitTime", "StartTime", "EndTime", "Name")
+
+
 def list_jobs(settings: SlurmSettings, *, user: str | None, since: str, states: set[str] | None = None) -> list[JobRow]:
     """Jobs of `user` (None: every user, as Slurm allows) submitted or active since `since`
-    (a Slurm time: `now-1days`, `2026-11-20`, `2026-11-20T10:00`)."""
+    (a Slurm time: `now-1days`, `2026-11-20`, `2026-11-20T10:00`), oldest first.
+
+    Two calls whatever the number of jobs: sacct for the history, squeue for the live queue
+    (sacct leaves out held jobs, which have no eligible time, and lags the controller by a
+    moment); a job both know is shown as squeue has it.
+    """
+    rows = {row.job_id: row for row in _accounted(settings, user=user, since=since)}
+    for row in _queued(settings, user=user):
+        rows[row.job_id] = row
+    ordered = sorted(rows.values(), key=lambda row: _id_key(row.job_id))
+    return [row for row in ordered if not states or row.state in states]
+
+
+def _id_key(job_id: str) -> tuple[int, str]:
+    head, _, rest = job_id.partition("_")
+    return (int(head) if head.isdigit() else 0, rest)
+
+
+def _queued(settings: SlurmSettings, *, user: str | None) -> list[JobRow]:
+    fmt = ",".join(f"{name}:{SEP}" for name in _QUEUE_FIELDS)
+    argv = ["squeue", "--noheader", f"--Format={fmt}"]
+    argv += ["--all"] if user is None else [f"--user={user}"]
+    rows: list[JobRow] = []
+    for record in job_records(run_slurm(settings, argv).stdout, len(_QUEUE_FIELDS)):
+        values = dict(zip(_QUEUE_FIELDS, record, strict=True))
+        state = values["State"].strip()
+        started = parse_time(values["StartTime"]) if state not in ("PENDING", "REQUEUED") else None
+        tres = values["tres-alloc"] if none_if_unset(values["tres-alloc"]) else ""
+        gpus = tres_gpus(tres) or sum(parse_gres(values["tres-per-node"].replace("gres/", "")).values())
+        node = values["NodeList"].strip()
+        rows.append(JobRow(
+            job_id=values["JobID"].strip(), user=values["UserName"].strip(), state=state,
+            elapsed_s=duration_s(values["TimeUsed"]) if started else None, gpus=gpus, exit_code=None,
+            partition=values["Partition"].strip(), node=node or None, submit=iso(parse_time(values["SubmitTime"])),
+            start=iso(started), end=None, name=values["Name"],
+        ))
+    return rows
+
+
+def _accounted(settings: SlurmSettings, *, user: str | None, since: str) -> list[JobRow]:
     argv = ["sacct", "--noheader", "--parsable2", f"--delimiter={SEP}", "--allocations", f"--starttime={since}",
             "--format=" + ",".join(_FIELDS)]
     argv += ["--allusers"] if user is None else [f"--user={user}"]
     out = run_slurm(settings, argv)
     rows: list[JobRow] = []
-    for line in out.stdout.splitlines():
-        if not line.strip():
-            continue
-        values = dict(zip(_FIELDS, split_record(line, len(_FIELDS)), strict=True))
+    for record in job_records(out.stdout, len(_FIELDS)):
+        values = dict(zip(_FIELDS, record, strict=True))
         state = values["State"].split()[0] if values["State"].strip() else "UNKNOWN"
-        if states and state not in states:
-            continue
         started = parse_time(values["Start"])
         node = values["NodeList"].strip()
         rows.append(JobRow(

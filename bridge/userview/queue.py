@@ -16,6 +16,7 @@ from bridge.userview.fields import (
     SEP,
     duration_s,
     expand_output_path,
+    job_records,
     memory_mib,
     none_if_unset,
     parse_gres,
@@ -131,8 +132,8 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
 def accounted_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
     out = run_slurm(settings, ["sacct", "--noheader", "--parsable2", f"--delimiter={SEP}", "--allocations",
                                f"--jobs={job_id}", "--format=" + ",".join(_SACCT_FIELDS)])
-    for line in out.stdout.splitlines():
-        values = dict(zip(_SACCT_FIELDS, split_record(line, len(_SACCT_FIELDS)), strict=True))
+    for record in job_records(out.stdout, len(_SACCT_FIELDS)):
+        values = dict(zip(_SACCT_FIELDS, record, strict=True))
         if values["JobID"].strip() == job_id:
             return _from_sacct(values)
     return None

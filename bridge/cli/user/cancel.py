@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -27,7 +28,10 @@ def cancel(
     for job_id in job_ids:
         try:
             check_job_id(job_id)
-            note = scancel(settings, job_id)
+            before = find_job(settings.slurm, job_id)
+            mine = before is not None and os.getuid() in (0, before.uid)
+            # scancel says nothing about a job that has ended already: tell the owner.
+            note = "it had already ended" if mine and before is not None and before.ended else scancel(settings, job_id)
         except BridgeError as exc:
             err.print(f"skbridge cancel: job {job_id}: {exc}", markup=False)
             worst = worst or exit_code_for(exc)
@@ -39,7 +43,7 @@ def cancel(
             out.print(f"job {job_id}: cancel requested")
             continue
         try:
-            job = find_job(settings.slurm, job_id)
+            job = before or find_job(settings.slurm, job_id)
             with out.status(f"job {job_id}: cancelling, waiting for Slurm and its Pod ..."):
                 gone = job is None or wait_cancelled(settings, job, timeout_s=timeout_s)
         except BridgeError as exc:
