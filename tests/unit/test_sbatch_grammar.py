@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bridge.ingest import sbatch_values as values
 from bridge.ingest.jobfile import parse_job_text
+from bridge.ingest.launcher import insert_launcher, launcher_line
 from bridge.ingest.sbatch_grammar import LONG_OPTIONS, NO, OPTIONAL, SHORT_OPTIONS, read_header
 from bridge.ingest.sbatch_policy import ALLOWED_SBATCH
 from bridge.settings import NasSettings, PolicySettings
@@ -162,13 +163,25 @@ def _prefixes(name: str) -> list[str]:
     return found
 
 
+# Allowed options with values the site accepts: headers the validator takes, spelled any way.
+VALID_VALUES: dict[str, st.SearchStrategy[str]] = {
+    "job-name": VALUE, "time": st.sampled_from(["5", "1:30", "1-0", "0-1:00:01"]),
+    "mem": st.sampled_from(["1", "1500K", "2G", "8gb"]), "cpus-per-task": st.sampled_from(["1", "4", "8"]),
+    "hold": st.just(""), "requeue": st.just(""), "mail-type": st.sampled_from(["END", "FAIL"]),
+    "array": st.sampled_from(["0-3", "1,3,5", "0-9:3%2"]), "gres": st.sampled_from(["gpu:1", "gpu:a100:2"]),
+    "partition": st.sampled_from(["gpu", "debug"]), "ntasks": st.sampled_from(["1", "2"]),
+}
+
+
 @st.composite
-def spelled_option(draw: st.DrawFn) -> tuple[list[str], tuple[str, str | None]]:
+def spelled_option(draw: st.DrawFn, names: st.SearchStrategy[str] = OPTION,
+                   valid: bool = False) -> tuple[list[str], tuple[str, str | None]]:
     """One option spelled one of the ways sbatch accepts; the words, and what sbatch reads."""
-    name = draw(OPTION)
+    name = draw(names)
     has_arg = LONG_OPTIONS[name]
     canonical = "ntasks-per-node" if name == "tasks-per-node" else name
-    value = None if has_arg == NO or (has_arg == OPTIONAL and draw(st.booleans())) else draw(VALUE)
+    values = VALID_VALUES[name] if valid else VALUE
+    value = None if has_arg == NO or (has_arg == OPTIONAL and draw(st.booleans())) else draw(values)
     shorts = [s for s, (n, _) in SHORT_OPTIONS.items() if n == name]
     spelling = draw(st.sampled_from(_prefixes(name)))
     if draw(st.booleans()) and len(spelling) > 1:  # a quoted piece in the middle of the name
@@ -189,8 +202,12 @@ def spelled_option(draw: st.DrawFn) -> tuple[list[str], tuple[str, str | None]]:
 
 
 @st.composite
-def spelled_header(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, str | None]]]:
-    options = draw(st.lists(spelled_option(), min_size=1, max_size=6))
+def spelled_header(draw: st.DrawFn, valid: bool = False) -> tuple[list[str], list[tuple[str, str | None]]]:
+    if valid:
+        names = draw(st.lists(st.sampled_from(sorted(VALID_VALUES)), min_size=1, max_size=6, unique=True))
+        options = [draw(spelled_option(st.just(name), valid=True)) for name in names]
+    else:
+        options = draw(st.lists(spelled_option(), min_size=1, max_size=6))
     words = [word for spelled, _ in options for word in spelled]
     lines: list[str] = []
     at = 0
@@ -240,3 +257,34 @@ def test_only_shell_scripts_whose_launcher_line_runs_first(shebang: str, accepte
     spec, problems = parse_job_text(text, POLICY, NAS, owner="alice", owner_home=Path("/home/alice"))
     assert (spec is not None) == accepted, problems
     assert accepted or [p.code for p in problems] == ["interpreter"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spelled_header(valid=True), st.lists(st.sampled_from(["", "\t", "# c", " #SBATCH x", "\v", "\f# c", "#SBATCH --time=5"]),
+                                  max_size=3),
+       st.sampled_from(["echo hi", "\vecho hi", "  python x.py", ""]))
+def test_the_launcher_never_changes_what_sbatch_reads_of_an_accepted_file(
+        case: tuple[list[str], list[tuple[str, str | None]]], extra: list[str], command: str) -> None:
+    lines, _expected = case
+    text = "\n".join(["#!/bin/bash", *lines, *extra, "#K8S_IMAGE=registry.lab:5000/x:1", command, ""])
+    spec, _problems = parse_job_text(text, POLICY, NAS, owner="alice", owner_home=Path("/home/alice"))
+    if spec is None:
+        return
+    skb = Path("/opt/slurm-k8s-bridge/bin/skbridge")
+    before, after = read_header(text.split("\n")), read_header(insert_launcher(text, skb).split("\n"))
+    assert [(o.name, o.value) for o in after.options] == [(o.name, o.value) for o in before.options]
+    inserted = insert_launcher(text, skb).split("\n")
+    assert inserted[after.end] == launcher_line(skb)  # sbatch's header ends exactly at the launcher
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spelled_header(valid=True))
+def test_an_allowed_header_is_accepted_in_every_spelling(case: tuple[list[str], list[tuple[str, str | None]]]) -> None:
+    lines, expected = case
+    text = "\n".join(["#!/bin/bash", *lines, "#K8S_IMAGE=registry.lab:5000/x:1", "echo hi", ""])
+    spec, problems = parse_job_text(text, POLICY, NAS, owner="alice", owner_home=Path("/home/alice"))
+    if any(line.endswith("\r") for line in lines):  # a DOS line break: refused, as sbatch refuses it
+        assert spec is None and [p.code for p in problems if p.severity == "error"] == ["crlf"]
+        return
+    assert spec is not None, problems
+    assert [(o.name, o.value) for o in spec.sbatch_options] == expected
