@@ -126,3 +126,20 @@ def test_interpreters_that_would_run_the_users_text_first_are_refused_at_submiss
         jobs.submitted.append(out.stdout.strip().split(";")[0])
     assert out.returncode != 0 and "slurm-k8s-bridge" in out.stderr, out
     assert not flag.exists()
+
+
+def test_a_dropped_file_with_such_an_interpreter_is_rejected_with_its_reason(jobs: Jobs) -> None:
+    flag = _flag()
+    alice = pwd.getpwnam("skbalice")
+    folder = jobs.settings.nas.submit_dir / "skbalice"
+    folder.mkdir(exist_ok=True)
+    os.chown(folder, alice.pw_uid, alice.pw_gid)
+    name = f"interp-{uuid.uuid4().hex[:8]}.sh"
+    staging = folder / f".{name}.part"
+    staging.write_text(_script("true", flag).replace("#!/bin/bash", f"#!/usr/bin/env -S sh -c 'touch {flag}'", 1))
+    os.chown(staging, alice.pw_uid, alice.pw_gid)
+    staging.rename(folder / name)
+    report = jobs.settings.nas.failed_dir / f"{name}.error"
+    wait_for(report.exists, timeout_s=90, what=f"{name}.error in failed/ (is the sandbox watcher up?)")
+    assert "bash or sh script" in report.read_text()
+    assert not flag.exists()
