@@ -143,6 +143,20 @@ class IngestSettings(_Section):
                                   description="Leave a just-ended job to its epilog this long (> PrologEpilogTimeout)")
 
 
+class RetentionSettings(_Section):
+    """How long finished things are kept. Applied by the watcher every `interval_s` (and on
+    demand by `skbridge admin retention`); a job still queued or running is never touched.
+    null keeps forever."""
+
+    accepted_days: float | None = Field(default=90, gt=0, description="Archived job files in accepted/")
+    failed_days: float | None = Field(default=30, gt=0, description="Rejected files in failed/, with their .error")
+    journal_days: float | None = Field(default=30, gt=0, description="Finished entries of the drop journal")
+    results_days: float | None = Field(default=None, gt=0, description="Job folders in results/<user>/ (null: keep)")
+    results_max_gib_per_user: float | None = Field(
+        default=None, gt=0, description="Per user: oldest finished job folders go first above this size (null: no cap)")
+    interval_s: float = Field(default=3600.0, gt=0, description="How often the watcher applies retention")
+
+
 class PolicySettings(_Section):
     """What a job file may ask for. Checked by `skbridge validate`, the watcher and the prolog."""
 
@@ -198,6 +212,7 @@ class Settings(BaseSettings):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Least severe level logged")
     hook_log_path: Path = Field(default=Path("/var/log/slurm-k8s-bridge/hooks.log"),
                                 description="JSON log of the Slurm hooks (slurmctld discards their output)")

@@ -7,6 +7,7 @@ import typer
 from bridge.cli import sandbox
 from bridge.cli.admin import config_app, install_app
 from bridge.cli.hooks import attach, hook_app
+from bridge.cli.housekeeping import admin_app
 from bridge.cli.testsuite import test_suite
 from bridge.cli.user import register as register_user_commands
 from bridge.cli.validate import validate
@@ -26,6 +27,7 @@ app.command()(attach)
 app.add_typer(hook_app, name="hook")
 app.add_typer(config_app, name="config")
 app.add_typer(install_app, name="install")
+app.add_typer(admin_app, name="admin")
 app.command("test-suite")(test_suite)
 register_user_commands(app)
 

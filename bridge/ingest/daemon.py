@@ -18,6 +18,7 @@ from types import FrameType
 
 from bridge import systemd
 from bridge.collect.reaper import reap_once
+from bridge.collect.retention import retention_pass
 from bridge.errors import BridgeError, ConfigError
 from bridge.hooks.server import serving_hooks
 from bridge.ingest.detect import InotifyHint, SubmitScanner
@@ -87,6 +88,7 @@ class Watcher:
         inotify = ingest.use_inotify and hint.start()
         reaper = threading.Thread(target=self._reap_forever, name="reaper", daemon=True)
         reaper.start()
+        threading.Thread(target=self._retain_forever, name="retention", daemon=True).start()
         try:
             with serving_hooks(settings):
                 self._recover(ingestor, pool)
@@ -116,6 +118,24 @@ class Watcher:
                 reaper_log.warning("reaper pass skipped", error=str(exc))
             except Exception:
                 reaper_log.exception("reaper pass failed")
+
+    def _retain_forever(self) -> None:
+        """Apply the retention horizons (archives, results, journal) every `retention.interval_s`."""
+        settings = self._settings
+        retention_log = get_logger(component="retention")
+        while not self._stop.wait(settings.retention.interval_s):
+            try:
+                retention_pass(settings)
+                if settings.retention.journal_days is not None:
+                    journal = Journal(settings.ingest.journal_path)  # its own connection: WAL allows it
+                    try:
+                        forgotten = journal.prune(settings.retention.journal_days * 86400)
+                    finally:
+                        journal.close()
+                    if forgotten:
+                        retention_log.info("journal pruned", entries=forgotten)
+            except Exception:
+                retention_log.exception("retention pass failed")
 
     def _recover(self, ingestor: Ingestor, pool: ThreadPoolExecutor) -> None:
         while not self._stop.is_set():
