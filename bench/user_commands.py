@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _harness import JOB_IMAGE, SKBRIDGE, ensure_users, env_of, sandbox, slurm
+from _harness import JOB_IMAGE, SKBRIDGE, ensure_users, env_of, sandbox, slurm, timed
 
 from bridge.sandbox.layout import SandboxLayout
 from bridge.settings import load_settings
@@ -126,13 +126,24 @@ def main() -> None:
                      ["squeue", "--noheader", f"--Format={fmt(listing._QUEUE_FIELDS)}", f"--user={USER}"]],
             "nodes": [["sinfo", "--Node", "--noheader", f"--Format={fmt(nodes._FIELDS)}"]],
         }
+        from bridge.userview.status import job_status
+
+        in_process = {
+            # The command's own work without Python start-up (same calls, run here as root).
+            "status": lambda: job_status(settings, probe),
+            "jobs": lambda: listing.list_jobs(settings.slurm, user=USER, since="now-1days"),
+            "nodes": lambda: nodes.slurm_nodes(settings),
+        }
         bin_dir = settings.slurm.bin_dir
-        print(f"{'command':<8} {'skbridge':>10} {'plain Slurm calls':>18} {'ratio':>7}   Slurm calls at 10 / {count} jobs")
+        print(f"{'command':<8} {'skbridge':>10} {'in-process':>11} {'plain Slurm calls':>18} {'ratio':>7} "
+              f"{'in-process ratio':>17}   Slurm calls at 10 / {count} jobs")
         for name, argv in commands.items():
             ours = median_time(layout, [argv], repeat)
+            inner = statistics.median(timed(in_process[name]) for _ in range(repeat))
             base = median_time(layout, [[str(bin_dir / a[0]), *a[1:]] for a in baselines[name]], repeat)
             calls = f"{sum(small_calls[name].values())} / {sum(large_calls[name].values())} ({large_calls[name]})"
-            print(f"{name:<8} {ours * 1000:>8.0f}ms {base * 1000:>16.0f}ms {ours / base:>6.1f}x   {calls}")
+            print(f"{name:<8} {ours * 1000:>8.0f}ms {inner * 1000:>9.0f}ms {base * 1000:>16.0f}ms {ours / base:>6.1f}x "
+                  f"{inner / base:>16.1f}x   {calls}")
         python_start = median_time(layout, [[SKBRIDGE, "init", "--help"]], repeat)
         print(f"(Python start-up + CLI imports alone, `skbridge init --help`: {python_start * 1000:.0f}ms)")
         print(f"ratio = skbridge command / the plain Slurm calls it makes, median of {repeat} rounds")

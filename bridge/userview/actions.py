@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import BridgeError, PermanentError, TemporaryError
-from bridge.ingest.layout import user_submit_dir
 from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
 from bridge.userview.pod import pod_gone
@@ -44,6 +43,8 @@ class DropTicket:
 
 def drop(settings: Settings, path: Path, user: str) -> DropTicket:
     """Copy the file into submit/<user>/ under its own name, renamed in whole (the watcher takes it at once)."""
+    from bridge.ingest.layout import user_submit_dir  # its logging set-up is only needed here
+
     folder = user_submit_dir(settings.nas, user)
     name = path.name
     if not folder.is_dir():
