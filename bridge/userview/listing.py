@@ -125,6 +125,12 @@ def _accounted(settings: SlurmSettings, *, user: str | None, since: str) -> list
     return rows
 
 
+def is_slurm_admin(settings: SlurmSettings, user: str) -> bool:
+    """Operator or Administrator in Slurm's accounting (one sacctmgr call)."""
+    out = run_slurm(settings, ["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "format=AdminLevel"])
+    return any(line.strip() in ("Administrator", "Operator") for line in out.stdout.splitlines())
+
+
 def check_since(text: str) -> str:
     """Accept Slurm's own time forms; refuse anything that could be read as an option."""
     value = text.strip()

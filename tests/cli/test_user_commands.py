@@ -183,6 +183,11 @@ def test_jobs_and_nodes(cli: Cli) -> None:
     assert held not in {row["job_id"] for row in cli.json(BOB, "jobs")}
     table = cli.run(ALICE, "jobs", "--state", "PD")
     assert table.returncode == 0 and held in table.stdout
+    refused = cli.run(ALICE, "jobs", "--all-users")
+    assert refused.returncode == 4 and "administrators" in refused.stderr
+    everyone = subprocess.run([SKBRIDGE, "jobs", "--all-users", "--state", "PD", "--json"], env=cli.sandbox.env,
+                              capture_output=True, text=True, timeout=60, check=True)
+    assert held in {row["job_id"] for row in json.loads(everyone.stdout)}
 
     nodes = cli.json(ALICE, "nodes")["nodes"]
     node = next(n for n in nodes if n["name"] == cli.sandbox.node_name)

@@ -8,9 +8,18 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from bridge.cli.user.common import ConfigOption, JsonOption, emit_json, failures, out, settings_or_exit
+from bridge.cli.user.common import (
+    EXIT_NOT_YOURS,
+    ConfigOption,
+    JsonOption,
+    emit_json,
+    err,
+    failures,
+    out,
+    settings_or_exit,
+)
 from bridge.userview.fields import format_duration
-from bridge.userview.listing import check_since, list_jobs, normalize_states
+from bridge.userview.listing import check_since, is_slurm_admin, list_jobs, normalize_states
 from bridge.userview.status import caller
 
 
@@ -20,8 +29,8 @@ def jobs(
                                     "or comma-separated)."),
     since: str | None = typer.Option(None, "--since", help="Jobs active since this Slurm time: now-2days, 2026-11-20, "
                                      "2026-11-20T10:00 (default now-1days)."),
-    all_users: bool = typer.Option(False, "--all-users", help="Every user's jobs (administrators; Slurm decides "
-                                   "what you may see)."),
+    all_users: bool = typer.Option(False, "--all-users", help="Every user's jobs (Slurm operators and "
+                                   "administrators only)."),
     limit: int = typer.Option(50, "--limit", "-n", min=0, help="Table: only the latest N jobs (0: all). JSON has all."),
     as_json: bool = JsonOption,
     config: Path | None = ConfigOption,
@@ -30,7 +39,11 @@ def jobs(
     settings = settings_or_exit("jobs", config)
     with failures("jobs"):
         window = check_since(since) if since else ("1970-01-01" if all_ else "now-1days")
-        _uid, user = caller()
+        uid, user = caller()
+        if all_users and uid != 0 and not is_slurm_admin(settings.slurm, user):
+            err.print("skbridge jobs: --all-users is for Slurm operators and administrators; "
+                      "without it you see your own jobs", markup=False)
+            raise typer.Exit(EXIT_NOT_YOURS)
         rows = list_jobs(settings.slurm, user=None if all_users else user,
                          since=window, states=normalize_states(state) or None)
     if as_json:
