@@ -16,6 +16,9 @@ Install as job_submit.lua next to slurm.conf, with JobSubmitPlugins=lua.
 local SKBRIDGE = "/opt/slurm-k8s-bridge/bin/skbridge"
 local SKBRIDGE_CONFIG = ""
 local MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
+-- Marks a bridge job in a field only slurmctld's operators can write, so that a later
+-- `scontrol update` of it can be recognised (Lua sees no batch script then).
+local BRIDGE_JOB_MARK = "skbridge"
 -- The site maxima (config `policy`), filled in like the two lines above; nil: not enforced here.
 local POLICY = nil
 
@@ -246,6 +249,7 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 		end
 	end
 	neutralise_environment(job_desc)
+	job_desc.admin_comment = BRIDGE_JOB_MARK
 	local config = ""
 	if SKBRIDGE_CONFIG ~= "" then
 		config = " --config " .. shell_quote(SKBRIDGE_CONFIG)
@@ -266,7 +270,38 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 	return slurm.SUCCESS
 end
 
+local function unset(value, no_val)
+	return value == nil or value == "" or (no_val ~= nil and value >= no_val)
+end
+
+-- A user's `scontrol update` of a pending bridge job would go around the maxima checked at
+-- submission (MinMemoryNode=0, Gres=gpu:8, NumCPUs=...): resources stay as submitted, only a
+-- shorter, non-zero time limit is taken. Root and SlurmUser (the bridge's own hooks) may.
 function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+	if modify_uid == 0 or job_rec == nil then
+		return slurm.SUCCESS
+	end
+	local mark = job_rec.admin_comment
+	if mark == nil or mark:sub(1, #BRIDGE_JOB_MARK) ~= BRIDGE_JOB_MARK then
+		return slurm.SUCCESS
+	end
+	local t = job_desc.time_limit
+	local changed = (t ~= nil and t ~= NO_VAL and (t == 0 or (POLICY ~= nil and t > POLICY.max_time_minutes)))
+	for _, name in ipairs({"min_mem_per_node", "min_mem_per_cpu", "mem_per_tres", "tres_per_job", "tres_per_node",
+		"tres_per_task", "tres_per_socket", "array_inx"}) do
+		changed = changed or not unset(job_desc[name])
+	end
+	for _, name in ipairs({"min_cpus", "num_tasks", "min_nodes", "max_nodes"}) do
+		changed = changed or not unset(job_desc[name], NO_VAL)
+	end
+	for _, name in ipairs({"cpus_per_task", "pn_min_cpus", "ntasks_per_node", "shared"}) do
+		changed = changed or not unset(job_desc[name], NO_VAL16)
+	end
+	if changed then
+		slurm.log_user("slurm-k8s-bridge: a bridge job's resources stay as submitted (a shorter time limit is " ..
+			"fine); cancel it and submit it again")
+		return slurm.ERROR
+	end
 	return slurm.SUCCESS
 end
 

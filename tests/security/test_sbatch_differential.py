@@ -279,3 +279,27 @@ def test_a_job_within_the_maxima_is_still_accepted_with_options_on_the_command_l
                         user=USER, check=False)
     assert out.returncode == 0, out.stderr
     sandbox.slurm("scancel", out.stdout.strip().split(";")[0], check=False)
+
+
+@pytest.mark.parametrize("update", ["MinMemoryNode=0", "Gres=gpu:4", "NumCPUs=16", "TimeLimit=0"])
+def test_a_pending_bridge_job_cannot_be_updated_past_the_maxima(sandbox: Sandbox, users: dict[str, pwd.struct_passwd],
+                                                                tmp_job_dir: Path, update: str) -> None:
+    script = tmp_job_dir / "held.sh"
+    script.write_text("#!/bin/bash\n#SBATCH --mem=1G --time=10\n#K8S_IMAGE=registry.lab:5000/x:1\necho hi\n",
+                      encoding="utf-8")
+    script.chmod(0o644)
+    out = sandbox.slurm("sbatch", "--hold", "--parsable", "--output=/dev/null", f"--chdir={tmp_job_dir}", str(script),
+                        user=USER)
+    job_id = out.stdout.strip().split(";")[0]
+    try:
+        before = sandbox.slurm("scontrol", "show", "job", job_id).stdout
+        refused = sandbox.slurm("scontrol", "update", f"JobId={job_id}", update, user=USER, check=False)
+        assert refused.returncode != 0, refused
+        after = sandbox.slurm("scontrol", "show", "job", job_id).stdout
+        field = {"MinMemoryNode": "MinMemoryNode=", "Gres": "TRES=", "NumCPUs": "TRES=", "TimeLimit": "TimeLimit="}
+        key = field[update.split("=")[0]]
+        assert [w for w in after.split() if w.startswith(key)] == [w for w in before.split() if w.startswith(key)]
+        shorter = sandbox.slurm("scontrol", "update", f"JobId={job_id}", "TimeLimit=5", user=USER, check=False)
+        assert shorter.returncode == 0, shorter.stderr
+    finally:
+        sandbox.slurm("scancel", job_id, check=False)

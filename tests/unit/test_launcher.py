@@ -185,3 +185,32 @@ def test_job_submit_lua_enforces_the_site_maxima_on_the_whole_job(tmp_path: Path
     out = subprocess.run([LUA, str(tmp_path / "harness.lua"), str(plugin)], capture_output=True, text=True, check=True)
     assert out.stdout.endswith("ACCEPTED") == accepted, out.stdout
     assert accepted or "more than the site allows" in out.stdout
+
+
+MODIFY_HARNESS = """
+slurm = {SUCCESS = 0, ERROR = -1, log_info = function(...) end, log_user = function(...) end}
+dofile(arg[1])
+io.write(slurm_job_modify(%s, {admin_comment = %s}, {}, %d) == 0 and "ACCEPTED" or "REFUSED")
+"""
+
+
+@pytest.mark.skipif(LUA is None, reason="lua5.1 is not installed (apt-get install lua5.1)")
+@pytest.mark.parametrize(("request_fields", "mark", "uid", "accepted"), [
+    ("{min_mem_per_node = 0}", "'skbridge'", 1501, False),          # scontrol update MinMemoryNode=0
+    ("{tres_per_node = 'gres:gpu:4'}", "'skbridge'", 1501, False),  # Gres=gpu:4
+    ("{min_cpus = 16}", "'skbridge rejected: x'", 1501, False),     # NumCPUs=16
+    ("{time_limit = 0}", "'skbridge'", 1501, False),
+    ("{time_limit = 30}", "'skbridge'", 1501, True),                # a shorter limit is fine
+    (f"{{time_limit = {NO_VAL}, min_cpus = {NO_VAL}, cpus_per_task = 65534, name = 'x'}}", "'skbridge'", 1501, True),
+    ("{min_mem_per_node = 0}", "nil", 1501, True),                  # not a bridge job
+    ("{min_mem_per_node = 0}", "'skbridge'", 0, True),              # root
+])
+def test_job_submit_lua_keeps_a_bridge_jobs_resources_as_submitted(tmp_path: Path, request_fields: str, mark: str,
+                                                                   uid: int, accepted: bool) -> None:
+    template = (Path(__file__).parents[2] / "deploy/slurm/job_submit.lua").read_text()
+    plugin = tmp_path / "job_submit.lua"
+    plugin.write_text(render_job_submit_lua(template, SKB, None, PolicySettings(max_time_minutes=120)))
+    (tmp_path / "harness.lua").write_text(MODIFY_HARNESS % (request_fields, mark, uid))
+    assert LUA is not None
+    out = subprocess.run([LUA, str(tmp_path / "harness.lua"), str(plugin)], capture_output=True, text=True, check=True)
+    assert out.stdout == ("ACCEPTED" if accepted else "REFUSED")
