@@ -297,7 +297,7 @@ def test_a_pending_bridge_job_cannot_be_updated_past_the_maxima(sandbox: Sandbox
         assert refused.returncode != 0, refused
         after = sandbox.slurm("scontrol", "show", "job", job_id).stdout
         field = {"MinMemoryNode": "MinMemoryNode=", "Gres": "TRES=", "NumCPUs": "TRES=", "TimeLimit": "TimeLimit="}
-        key = field[update.split("=")[0]]
+        key = field[update.split("=", maxsplit=1)[0]]
         assert [w for w in after.split() if w.startswith(key)] == [w for w in before.split() if w.startswith(key)]
         shorter = sandbox.slurm("scontrol", "update", f"JobId={job_id}", "TimeLimit=5", user=USER, check=False)
         assert shorter.returncode == 0, shorter.stderr
