@@ -33,14 +33,13 @@ def run_test_suite(sandbox: Sandbox, *args: str, config: Path | None = None,
     return out.returncode, {r["name"]: r for r in report["results"]}
 
 
-def test_slurm_conf_example_starts_slurmctld(sandbox: Sandbox, tmp_path: Path) -> None:
-    """The example, with only host-specific lines swapped for this host, runs and says what it says."""
+def _example_conf(sandbox: Sandbox, tmp_path: Path, *, drop: tuple[str, ...] = ()) -> Path:
+    """slurm.conf.example with only host-specific lines swapped for this host (and `drop` keys left out)."""
     example = (REPO / "slurm.conf.example").read_text()
     sandbox_conf = sandbox.layout.slurm_conf.read_text()
     node_lines = [line for line in sandbox_conf.splitlines() if line.startswith(("NodeName=", "PartitionName="))]
-    port = 16917
     overrides = {
-        "ClusterName": "exampletest", "SlurmctldHost": sandbox.node_name, "SlurmctldPort": str(port),
+        "ClusterName": "exampletest", "SlurmctldHost": sandbox.node_name, "SlurmctldPort": "16917",
         "StateSaveLocation": str(tmp_path / "state"), "SlurmctldPidFile": str(tmp_path / "slurmctld.pid"),
         "SlurmctldLogFile": str(tmp_path / "slurmctld.log"), "MailProg": "/bin/true",
         # The sandbox's slurmdbd: GRES/gpu TRES weights need accounting.
@@ -51,7 +50,7 @@ def test_slurm_conf_example_starts_slurmctld(sandbox: Sandbox, tmp_path: Path) -
     lines = []
     for line in example.splitlines():
         key = line.split("=", 1)[0].strip()
-        if key in {"NodeName", "PartitionName"} or key in overrides:
+        if key in {"NodeName", "PartitionName"} or key in overrides or key in drop:
             continue
         lines.append(line)
     lines += [f"{k}={v}" for k, v in overrides.items()] + node_lines
@@ -60,9 +59,15 @@ def test_slurm_conf_example_starts_slurmctld(sandbox: Sandbox, tmp_path: Path) -
     conf.write_text("\n".join(lines) + "\n")
     shutil.copy(sandbox.layout.slurm_dir / "gres.conf", tmp_path / "gres.conf")
     shutil.copy(REPO / "deploy/slurm/job_submit.lua", tmp_path / "job_submit.lua")
+    return conf
+
+
+def _live_config(conf: Path) -> dict[str, str]:
+    """Start slurmctld on `conf`, and return what `scontrol show config` says it runs with."""
     env = {**os.environ, "SLURM_CONF": str(conf)}
     proc = subprocess.Popen(["/usr/sbin/slurmctld", "-D", "-f", str(conf)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    log_file = conf.parent / "slurmctld.log"
     try:
         try:
             wait_for(lambda: proc.poll() is not None or subprocess.run(
@@ -70,13 +75,40 @@ def test_slurm_conf_example_starts_slurmctld(sandbox: Sandbox, tmp_path: Path) -
                 timeout_s=60, what="slurmctld from the example")
         except AssertionError:
             proc.poll()
-        log = (tmp_path / "slurmctld.log").read_text(errors="replace") if (tmp_path / "slurmctld.log").exists() else ""
+        log = log_file.read_text(errors="replace") if log_file.exists() else ""
         assert proc.returncode is None, f"slurmctld exited {proc.returncode}:\n{log[-3000:]}"
         shown = subprocess.run(["scontrol", "show", "config"], env=env, capture_output=True, text=True, check=True).stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    live = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in shown.splitlines()) if _}
+    return {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in shown.splitlines()) if _}
+
+
+def test_apply_slurm_conf_writes_the_lines_keeps_a_backup_and_slurmctld_runs_them(sandbox: Sandbox,
+                                                                                   tmp_path: Path) -> None:
+    # A site's slurm.conf without the bridge: no hooks, no Lua, Slurm's default KillWait.
+    conf = _example_conf(sandbox, tmp_path, drop=("PrologSlurmctld", "EpilogSlurmctld", "JobSubmitPlugins", "KillWait",
+                                                  "PrologEpilogTimeout"))
+    original = conf.read_text()
+    done = subprocess.run([SKBRIDGE, "install", "slurm-conf", "--slurm-conf", str(conf), "--apply", "--config",
+                           str(sandbox.layout.bridge_config)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    backups = list(tmp_path.glob("slurm.conf.skbridge-backup-*"))
+    assert len(backups) == 1 and backups[0].read_text() == original
+    live = _live_config(conf)
+    bridge_bin = Path(sys.executable).parent
+    assert live["PrologSlurmctld"] == str(bridge_bin / "skbridge-prolog-slurmctld")
+    assert live["EpilogSlurmctld"] == str(bridge_bin / "skbridge-epilog-slurmctld")
+    assert live["JobSubmitPlugins"] == "lua"
+    assert int(live["KillWait"].split()[0]) >= 30 and int(live["PrologEpilogTimeout"].split()[0]) >= 120
+    again = subprocess.run([SKBRIDGE, "install", "slurm-conf", "--slurm-conf", str(conf), "--apply", "--config",
+                            str(sandbox.layout.bridge_config)], capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 0 and len(list(tmp_path.glob("slurm.conf.skbridge-backup-*"))) == 1, "idempotent"
+
+
+def test_slurm_conf_example_starts_slurmctld(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The example, with only host-specific lines swapped for this host, runs and says what it says."""
+    live = _live_config(_example_conf(sandbox, tmp_path))
     assert live["SchedulerType"] == "sched/backfill"
     assert live["PriorityType"] == "priority/multifactor"
     assert live["SelectType"] == "select/cons_tres"
