@@ -133,7 +133,13 @@ def copy_results(source: Path, dest: Path, *, limit_bytes: int = MAX_RESULTS_BYT
                 continue
         except FileNotFoundError:
             pass
-        _copy_file(path, target, st.st_mtime_ns)
+        try:
+            _copy_file(path, target, st.st_mtime_ns)
+        except OSError as exc:
+            # A full or failing NAS: say which file stopped the copy and keep what came back
+            # (summary.json and SHA256SUMS are small and may still fit).
+            notes.append(f"stopped at {relative}: {exc.strerror or exc}")
+            break
         copied.append(str(relative))
         total += st.st_size
     return copied, notes
@@ -146,7 +152,12 @@ def _copy_file(source: Path, target: Path, mtime_ns: int) -> None:
     dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
         while chunk := os.read(src_fd, _CHUNK):
-            os.write(dst_fd, chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst_fd, view):]
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no half file left to fill the NAS further
+        raise
     finally:
         os.close(src_fd)
         os.close(dst_fd)

@@ -195,3 +195,31 @@ def test_the_job_record_is_roots_alone(jobs: Jobs, sep: str) -> None:
     info = os.stat(record)
     assert info.st_uid == 0 and info.st_mode & 0o077 == 0
     assert os.stat(jobs.settings.job_records_dir).st_mode & 0o077 == 0
+
+
+def test_a_full_nas_still_gets_torn_down_and_says_so(jobs: Jobs, sandbox: Sandbox) -> None:
+    # The user's results folder is a 256 KiB filesystem; the job leaves 2 MiB of results.
+    carol = ensure_user("skbcarol", 1503)
+    jobs.home("skbcarol")
+    results = jobs.settings.nas.results_root / "skbcarol"
+    results.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=256k,uid={carol.pw_uid},gid={carol.pw_gid},mode=0750",
+                    "skbridge-full-nas", str(results)], check=True)
+    try:
+        body = "mkdir -p /workspace/full-out && head -c 2097152 /dev/zero > /workspace/full-out/big.bin && echo wrote"
+        job_id = jobs.sbatch("skbcarol", job_script(body=body, results="/workspace/full-out"))
+        jobs.wait_done(job_id, timeout_s=180)
+
+        def epilog_removed() -> bool:
+            lines = [json.loads(line) for line in jobs.hook_log().splitlines() if f'"{job_id}"' in line]
+            return any(line.get("component") == "epilog" and line.get("event") == "removed" for line in lines)
+
+        wait_for(epilog_removed, timeout_s=90, what="the epilog's teardown on a full NAS")
+        assert not jobs.objects(job_id)
+        folder = results / job_id
+        summary = folder / "summary.json"
+        told = (summary.exists() and "No space left" in summary.read_text()) or \
+            "results not collected" in jobs.output_path("skbcarol", job_id).read_text()
+        assert told, "the user learns that the NAS was full"
+    finally:
+        subprocess.run(["umount", "-l", str(results)], check=False)
