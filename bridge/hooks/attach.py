@@ -65,25 +65,46 @@ class _LogCopy:
 
 
 def _follow_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy) -> None:
+    """Follow the job container's log until the Pod has ended and its log was read to the end.
+
+    A stream broken by an API server or kubelet restart is opened again and the bytes already
+    written are skipped, so the output has every line once. Once the container has ended, a
+    followed log returns all of it and closes, which completes the copy.
+    """
     path = object_path("Pod", pod, namespace) + "/log"
-    try:
-        for chunk in kube.stream_lines(path, query={"container": "job", "follow": "true"}, read_timeout_s=3600 * 24):
-            if not copy.write(chunk):
+    while not copy.stopped:
+        skip = copy.written
+        try:
+            for chunk in kube.stream_lines(path, query={"container": "job", "follow": "true"}, read_timeout_s=3600 * 24):
+                fresh, skip = chunk[skip:], max(0, skip - len(chunk))
+                if fresh and not copy.write(fresh):
+                    return
+            if _ended(kube, namespace, pod):
                 return
-    except BridgeError as exc:
-        if copy.write(b""):
-            _say(copy.out, f"log stream ended: {exc}")
+        except BridgeError:
+            pass
+        time.sleep(1.0)
+
+
+def _ended(kube: Kube, namespace: str, pod: str) -> bool:
+    try:
+        current = kube.get_or_none(object_path("Pod", pod, namespace))
+    except BridgeError:
+        return False
+    return current is None or job_termination(current) is not None
 
 
 def _finish_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy, follower: threading.Thread) -> None:
-    """After the Pod ended: a kubelet closes the stream by itself; otherwise fetch the rest once."""
-    follower.join(timeout=0.3)
+    """After the Pod ended: the follower completes the copy by itself (a kubelet closes the
+    stream once the container's log is read); a node that never closes it gets one full read."""
+    follower.join(timeout=5.0)
     written = copy.stop()
     if not follower.is_alive():
         return
     try:
         full = kube.request_text("GET", object_path("Pod", pod, namespace) + "/log", query={"container": "job"})
     except BridgeError:
+        _say(copy.out, "the end of the job's log could not be read: see pod.log in the job's results folder")
         return
     rest = full.encode("utf-8")[written:]
     if rest:

@@ -1,0 +1,28 @@
+"""Faults injected into the real sandbox: a daemon stopped or killed mid-job, then brought back.
+Every test restores the sandbox (`skbridge sandbox up` is idempotent) before it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from bridge.sandbox import manager
+from bridge.sandbox.procs import Daemons
+from tests.conftest import Sandbox
+from tests.jobs.conftest import jobs  # noqa: F401
+
+
+@pytest.fixture
+def stop_daemon(sandbox: Sandbox) -> Iterator[Callable[[str], None]]:
+    """Stop a sandbox daemon now; it (and anything else down) is started again afterwards."""
+
+    def stop(name: str) -> None:
+        assert Daemons(sandbox.layout).stop(name), f"{name} was not running"
+
+    yield stop
+    manager.up(sandbox.layout, lambda message: None)
+
+
+def restart(sandbox: Sandbox) -> None:
+    manager.up(sandbox.layout, lambda message: None)
