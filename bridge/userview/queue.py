@@ -21,7 +21,6 @@ from bridge.userview.fields import (
     none_if_unset,
     parse_gres,
     parse_time,
-    split_record,
     tres_gpus,
     tres_value,
 )
@@ -98,12 +97,12 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
         if "Invalid job id" in str(exc):
             return None
         raise
-    text = out.stdout
-    if not text.strip():
+    # One record per job; an array job has one per task (or pending group): the first stands for it.
+    found = [dict(zip(_SQUEUE_FIELDS, record, strict=True)) for record in job_records(out.stdout, len(_SQUEUE_FIELDS))]
+    found = [v for v in found if job_id in (v["JobID"].strip(), v["ArrayJobID"].strip())]
+    if not found:
         return None
-    values = dict(zip(_SQUEUE_FIELDS, split_record(text.rstrip("\n"), len(_SQUEUE_FIELDS)), strict=True))
-    if values["JobID"].strip() != job_id and values["ArrayJobID"].strip() != job_id:
-        return None
+    values = found[0]
     tres = values["tres-alloc"] if none_if_unset(values["tres-alloc"]) else ""
     code, sig = _exit_pair(values["exit_code"])
     state = values["State"].strip()

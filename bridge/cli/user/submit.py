@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from bridge.cli.user.common import EXIT_FAILED, ConfigOption, err, failures, out, settings_or_exit
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, TemporaryError
 from bridge.ingest.filecheck import validate_file
 from bridge.settings import Settings
 from bridge.userview.actions import DropOutcome, drop, submit_sbatch, wait_drop, wait_ended
@@ -100,11 +100,15 @@ def _follow(settings: Settings, job_id: str) -> SlurmJob:
     return wait_ended(settings, job_id, timeout_s=600)
 
 
-def wait_output_known(settings: Settings, job_id: str) -> SlurmJob:
+def wait_output_known(settings: Settings, job_id: str, timeout_s: float = 120.0) -> SlurmJob:
+    """The job once Slurm tells its output file (or it has ended); Slurm must know it within timeout_s."""
+    deadline = time.monotonic() + timeout_s
     while True:
         job = find_job(settings.slurm, job_id)
         if job is not None and (job.output or job.ended):
             return job
+        if time.monotonic() >= deadline:
+            raise TemporaryError(f"Slurm does not show job {job_id} or its output file after {timeout_s:.0f}s")
         time.sleep(0.5)
 
 
