@@ -17,7 +17,7 @@ ALICE, BOB = "skbalice", "skbbob"
 
 
 def test_submit_status_logs_results_walkthrough(cli: Cli) -> None:
-    body = "echo first line\nsleep 6\necho second line"
+    body = "echo first line from $(hostname)\nsleep 6\necho second line"
     job_id = cli.submit(ALICE, "walk.sh", job_script("--job-name=walk", body=body))
 
     cli.jobs.wait_running(job_id, timeout_s=180)
@@ -37,6 +37,8 @@ def test_submit_status_logs_results_walkthrough(cli: Cli) -> None:
     followed = cli.run(ALICE, "logs", job_id, "-f")
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout.index("first line") < followed.stdout.index("second line")
+    # It ran in the job's Pod (its hostname), once: never on the bare host.
+    assert f"first line from skb-{job_id}-r0" in followed.stdout and followed.stdout.count("first line") == 1
 
     wait_for((cli.jobs.results(ALICE, job_id) / "SHA256SUMS").exists, timeout_s=60, what="results collected")
     ended = cli.json(ALICE, "status", job_id)

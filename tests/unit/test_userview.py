@@ -3,6 +3,9 @@ end to end in tests/cli)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from bridge.kubernetes.access import ATTACH_KUBECONFIG
@@ -79,3 +82,15 @@ def test_names_agree_with_the_bridge() -> None:
                    memory_mib=None, gpus=0, restart_count=3)
     assert pod_name_of(None, job) == ObjectNames.for_attempt("42", 3).pod
     assert pod_name_of({"attempts": [{"pod": "skb-42-r1"}, {"state": "rejected"}]}, job) == "skb-42-r1"
+
+
+def test_user_commands_start_without_the_admin_sandbox_or_kubernetes_imports() -> None:
+    # `skbridge status|jobs|nodes` pay Python start-up on every call: only the user commands load.
+    code = "import sys; sys.argv = ['skbridge', 'status', '--help']; from bridge.cli.entry import main; main()"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Exit status" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "bridge.cli.user.status" in imported
+    assert not {name for name in imported if name.startswith(("bridge.sandbox", "bridge.admin", "kubernetes"))}
