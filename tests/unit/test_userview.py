@@ -3,8 +3,10 @@ end to end in tests/cli)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,29 @@ def test_user_commands_start_without_the_admin_sandbox_or_kubernetes_imports() -
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "bridge.cli.user.status" in imported
     assert not {name for name in imported if name.startswith(("bridge.sandbox", "bridge.admin", "kubernetes"))}
+
+
+def test_drop_outcome_is_found_by_the_files_identity(tmp_path: Path) -> None:
+    from bridge.settings import NasSettings, Settings
+    from bridge.userview.actions import DropTicket, find_outcome
+
+    settings = Settings(nas=NasSettings(root=tmp_path))
+    for folder in (settings.nas.accepted_dir, settings.nas.failed_dir):
+        folder.mkdir(parents=True)
+    mine = tmp_path / "mine.sh"
+    mine.write_text("#!/bin/bash\n")
+    info = mine.stat()
+    ticket = DropTicket(name="job.sh", device=info.st_dev, inode=info.st_ino)
+    assert find_outcome(settings, ticket) is None
+    # Someone else's job.sh (another inode) is not ours, whatever its name.
+    (settings.nas.accepted_dir / "77-job.sh").write_text("other")
+    (settings.nas.failed_dir / "job.sh").write_text("other")
+    assert find_outcome(settings, ticket) is None
+    os.link(mine, settings.nas.failed_dir / "job.sh.1")
+    (settings.nas.failed_dir / "job.sh.1.error").write_text("line 3: image not allowed\n")
+    outcome = find_outcome(settings, ticket)
+    assert outcome is not None and outcome.job_id is None and "image not allowed" in (outcome.error or "")
+    (settings.nas.failed_dir / "job.sh.1").unlink()
+    os.link(mine, settings.nas.accepted_dir / "78-job.sh")
+    outcome = find_outcome(settings, ticket)
+    assert outcome is not None and outcome.job_id == "78"
