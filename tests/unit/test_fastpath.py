@@ -1,0 +1,37 @@
+"""The hook programs' stdlib fast path reads the same settings as everything else (issue 13):
+its defaults are the model's, and it agrees with load_settings on a config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.hooks import fastpath
+from bridge.settings import DEFAULT_CONFIG_PATH, SlurmSettings, load_settings
+
+
+def test_the_fast_paths_defaults_are_the_settings_models() -> None:
+    assert fastpath.DEFAULT_CONFIG == DEFAULT_CONFIG_PATH
+    assert SlurmSettings.model_fields["hook_socket_path"].default == fastpath.DEFAULT_HOOK_SOCKET
+
+
+@pytest.mark.parametrize("socket_line", ["", "  hook_socket_path: /tmp/x.sock\n", "  hook_socket_path: null\n"])
+def test_the_fast_path_reads_what_load_settings_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      socket_line: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"slurm:\n  conf_path: /etc/other/slurm.conf\n  bin_dir: /opt/slurm/bin\n{socket_line}")
+    monkeypatch.setenv("SKBRIDGE_CONFIG", str(config))
+    section = fastpath._slurm_section()
+    settings = load_settings(config)
+    assert Path(section["conf_path"]) == settings.slurm.conf_path
+    assert Path(section["bin_dir"]) == settings.slurm.bin_dir
+    assert fastpath._socket_path(section) == settings.slurm.hook_socket_path
+
+
+def test_environment_overrides_reach_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("slurm:\n  bin_dir: /opt/slurm/bin\n")
+    monkeypatch.setenv("SKBRIDGE_CONFIG", str(config))
+    monkeypatch.setenv("SKBRIDGE_SLURM__HOOK_SOCKET_PATH", "/run/other.sock")
+    assert fastpath._socket_path(fastpath._slurm_section()) == load_settings(config).slurm.hook_socket_path
