@@ -61,6 +61,10 @@ def failures(command: str) -> Iterator[None]:
     except BridgeError as exc:
         err.print(f"skbridge {command}: {exc}", markup=False)
         raise typer.Exit(exit_code_for(exc)) from exc
+    except OSError as exc:  # a file or folder the user cannot read or write
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"skbridge {command}: {exc.strerror or exc}{where}", markup=False)
+        raise typer.Exit(EXIT_FAILED) from exc
     except KeyboardInterrupt:
         err.print(f"skbridge {command}: interrupted", markup=False)
         raise typer.Exit(130) from None

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from bridge.cli.user.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, err, out, settings_or_exit
+from bridge.cli.user.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, err, failures, out, settings_or_exit
 from bridge.ingest.jobfile import parse_job_text
 from bridge.settings import Settings
 
@@ -100,13 +100,14 @@ def init(
             err.print(f"  {escape(found_problem.message)} (expected: {escape(found_problem.expected)})")
         raise typer.Exit(EXIT_USAGE)
     path = Path(f"{stem}.sh")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    except FileExistsError:
-        err.print(f"skbridge init: {path} exists already; not overwritten (choose another NAME or remove it)",
-                  markup=False)
-        raise typer.Exit(EXIT_FAILED) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with failures("init"):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            err.print(f"skbridge init: {path} exists already; not overwritten (choose another NAME or remove it)",
+                      markup=False)
+            raise typer.Exit(EXIT_FAILED) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
     out.print(f"wrote {escape(str(path))}  (check: skbridge validate {escape(str(path))}; "
               f"submit: skbridge submit {escape(str(path))})")
