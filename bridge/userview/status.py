@@ -82,7 +82,10 @@ def job_status(settings: Settings, job_id: str) -> dict[str, Any]:
         pod.update(phase={"running": "Running", "rejected": "never created"}.get(str(bridge_status.get("state")),
                                                                                  bridge_status.get("state")),
                    source=STATUS_FILE)
-    ready = parse_time(str(pod["ready_at"] or "")) or _epoch(running.get("time"))
+    # The live Pod's Ready condition, else the moment the prolog saw it Ready (bridge-status.json),
+    # else the collected Pod's start time.
+    live_ready = parse_time(str(pod["ready_at"] or "")) if pod["source"] == "kubernetes" else None
+    ready = live_ready or _epoch(running.get("time")) or parse_time(str(pod["ready_at"] or ""))
 
     gpus = (summary or {}).get("gpus") or {}
     position = queue_position(settings.slurm, job.job_id, job.partition) if job.pending else None
@@ -92,7 +95,7 @@ def job_status(settings: Settings, job_id: str) -> dict[str, Any]:
             collected = datetime.fromtimestamp((job_dir / SUMMARY_FILE).stat().st_mtime, UTC)
         except OSError:
             collected = None
-    events = [("submitted", job.submit), ("started", None if job.pending else job.start), ("pod ready", ready),
+    events = [("submitted", job.submit), ("allocated", None if job.pending else job.start), ("pod ready", ready),
               ("ended", job.end if job.ended else None), ("collected", collected)]
     timeline: list[dict[str, Any]] = []
     previous: datetime | None = None

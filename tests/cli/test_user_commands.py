@@ -29,7 +29,7 @@ def test_submit_status_logs_results_walkthrough(cli: Cli) -> None:
     # Users have no Kubernetes rights: the Pod is read with the job's own credential.
     assert running["pod"]["source"] == "kubernetes" and running["pod"]["phase"] == "Running"
     assert running["output"] == str(cli.jobs.home(ALICE) / f"slurm-{job_id}.out")
-    assert [step["event"] for step in running["timeline"]][:3] == ["submitted", "started", "pod ready"]
+    assert [step["event"] for step in running["timeline"]][:3] == ["submitted", "allocated", "pod ready"]
     human = cli.run(ALICE, "status", job_id)
     assert human.returncode == 0 and "RUNNING" in human.stdout and "timeline" in human.stdout
 
@@ -44,7 +44,7 @@ def test_submit_status_logs_results_walkthrough(cli: Cli) -> None:
     ended = cli.json(ALICE, "status", job_id)
     assert ended["state"] == "COMPLETED" and ended["exit_code"] == 0
     assert ended["pod"]["phase"] == "Succeeded"
-    assert [step["event"] for step in ended["timeline"]] == ["submitted", "started", "pod ready", "ended", "collected"]
+    assert [step["event"] for step in ended["timeline"]] == ["submitted", "allocated", "pod ready", "ended", "collected"]
     assert ended["results_ready"] is True
 
     tail = cli.run(ALICE, "logs", job_id, "--tail", "1")
