@@ -43,6 +43,7 @@ POD_SUBNET = "10.88.0.0/24"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
 NETNS_DIR = Path("/run/netns")
+CNI_CACHE = Path("/var/lib/cni/results")
 NODE_KIND_LABEL = "skbridge.io/node-kind"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -114,6 +115,7 @@ def _containerd_config(layout: SandboxLayout, paths: NodePaths) -> str:
         '  runtime_type = "io.containerd.runc.v2"',
         f"[{cri}.containerd.runtimes.runc.options]",
         "  SystemdCgroup = false",
+        f"  Root = {json.dumps(str(paths.base / 'runc'))}",  # runc's state stays under the sandbox too
         f"[{cri}.cni]",
         f"  bin_dir = {json.dumps(str(CNI_BIN_DIR))}",
         f"  conf_dir = {json.dumps(str(paths.cni_conf_dir))}",
@@ -376,6 +378,16 @@ def _remove_network() -> None:
         subprocess.run(["ip", "link", "delete", BRIDGE_IF], capture_output=True, check=False)
 
 
+def _forget_cni_results() -> None:
+    """libcni caches each attachment's result; a Pod killed without CNI DEL leaves its files."""
+    prefix = f"{CNI_NETWORK}-"
+    for entry in CNI_CACHE.glob(f"{prefix}*") if CNI_CACHE.is_dir() else []:
+        container_id = entry.name.removeprefix(prefix).rsplit("-", 1)[0]
+        for path in (entry, CNI_CACHE / f"cni-loopback-{container_id}-lo"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def cleanup(layout: SandboxLayout, progress: ProgressFn) -> None:
     """After the daemons are gone: containers, shims, network, mounts, cgroups, IP leases."""
     killed = _kill_containers()
@@ -386,6 +398,7 @@ def cleanup(layout: SandboxLayout, progress: ProgressFn) -> None:
     for directory in _cgroup_dirs():
         with contextlib.suppress(OSError):
             directory.rmdir()
+    _forget_cni_results()
     if paths.cni_ipam_dir.is_dir():
         for lease in paths.cni_ipam_dir.rglob("*"):
             if lease.is_file():
