@@ -204,6 +204,22 @@ class _YamlSource(PydanticBaseSettingsSource):
         return data
 
 
+class ServiceSettings(_Section):
+    """`skbridge serve`: the REST API for authenticated lab users (optional; see systemd/skbridge-serve.service)."""
+
+    bind_host: str = Field(default="127.0.0.1", description="Address the service listens on; loopback unless a "
+                           "TLS-terminating proxy is in front")
+    port: int = Field(default=8642, ge=1, le=65535, description="TCP port of the service")
+    admin_group: str | None = Field(default=None, description="Unix group whose members see every user's jobs "
+                                    "(null: nobody does)")
+    token_ttl_s: float = Field(default=600.0, gt=0, le=900, description="Lifetime of a bearer token from "
+                               "POST /api/v1/token (at most 15 minutes)")
+    unmunge_path: Path = Field(default=Path("/usr/bin/unmunge"), description="unmunge, which checks a client's "
+                               "MUNGE credential with the local munged")
+    default_since: str = Field(default="now-7days", description="GET /api/v1/jobs without `since`: jobs from this "
+                               "Slurm time on")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKBRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -213,6 +229,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Least severe level logged")
     hook_log_path: Path = Field(default=Path("/var/log/slurm-k8s-bridge/hooks.log"),
                                 description="JSON log of the Slurm hooks (slurmctld discards their output)")

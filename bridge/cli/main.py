@@ -8,6 +8,7 @@ from bridge.cli import sandbox
 from bridge.cli.admin import config_app, install_app
 from bridge.cli.hooks import attach, hook_app
 from bridge.cli.housekeeping import admin_app
+from bridge.cli.serve import serve
 from bridge.cli.testsuite import test_suite
 from bridge.cli.user import register as register_user_commands
 from bridge.cli.validate import validate
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(sandbox.app, name="sandbox")
 app.command()(validate)
 app.command()(watch)
+app.command()(serve)
 app.command()(attach)
 app.add_typer(hook_app, name="hook")
 app.add_typer(config_app, name="config")
