@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from bridge.cli import sandbox
 from bridge.cli.admin import config_app, install_app
 from bridge.cli.hooks import attach, hook_app
 from bridge.cli.housekeeping import admin_app
@@ -14,6 +13,26 @@ from bridge.cli.user import register as register_user_commands
 from bridge.cli.validate import validate
 from bridge.cli.watch import watch
 
+
+def _add_sandbox(parent: typer.Typer) -> None:
+    """The sandbox is a development tool with its own extra (`pip install 'slurm-k8s-bridge[sandbox]'`):
+    a production install has the command, which says so, instead of failing to import."""
+    try:
+        from bridge.cli import sandbox
+    except ImportError as exc:
+        what = exc.name or str(exc)
+
+        @parent.command("sandbox", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                        help="A local Slurm + Kubernetes sandbox (development only; not installed here).")
+        def _not_installed() -> None:
+            typer.echo(f"skbridge sandbox: not installed ({what} is missing): "
+                       "pip install 'slurm-k8s-bridge[sandbox]' in a development checkout", err=True)
+            raise typer.Exit(2)
+
+        return
+    parent.add_typer(sandbox.app, name="sandbox")
+
+
 app = typer.Typer(
     name="skbridge",
     help="slurm-k8s-bridge: Slurm queues the job, Kubernetes runs it as a Pod on the node Slurm allocated.",
@@ -21,7 +40,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(sandbox.app, name="sandbox")
+_add_sandbox(app)
 app.command()(validate)
 app.command()(watch)
 app.command()(serve)
