@@ -227,6 +227,29 @@ local function over_limit(job_desc)
 	return nil
 end
 
+-- Fields a user writes that `scontrol show job` prints on lines of their own. A line break
+-- (or a character a parser may take for one: other controls, U+0085, U+2028, U+2029) in
+-- them could make Slurm's record of the job read two ways; the prolog refuses such a job
+-- anyway, and this says so at submission, where the user sees it at once.
+local FREE_TEXT_FIELDS = {"name", "comment", "std_out", "std_err", "std_in", "work_dir", "mail_user"}
+
+local function line_breaking(value)
+	if type(value) ~= "string" then
+		return false
+	end
+	return value:find("%c") ~= nil or value:find("\194\133", 1, true) ~= nil or
+		value:find("\226\128\168", 1, true) ~= nil or value:find("\226\128\169", 1, true) ~= nil
+end
+
+local function line_breaking_field(job_desc)
+	for _, name in ipairs(FREE_TEXT_FIELDS) do
+		if line_breaking(job_desc[name]) then
+			return name
+		end
+	end
+	return nil
+end
+
 function slurm_job_submit(job_desc, part_list, submit_uid)
 	local script = job_desc.script
 	if script == nil or script == "" then
@@ -235,6 +258,12 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 	local lines = split_lines(script)
 	if not is_bridge_job(lines) then
 		return slurm.SUCCESS
+	end
+	local field = line_breaking_field(job_desc)
+	if field ~= nil then
+		slurm.log_user("slurm-k8s-bridge: the job's " .. field .. " holds a line break or control character; " ..
+			"a bridge job's name, comment, paths and mail user must be one plain line")
+		return slurm.ERROR
 	end
 	if not shell_interpreter(lines[1]) then
 		slurm.log_user("slurm-k8s-bridge: a job with #K8S_IMAGE must start with #!/bin/bash (or /bin/sh, " ..
@@ -284,6 +313,11 @@ function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
 	local mark = job_rec.admin_comment
 	if mark == nil or mark:sub(1, #BRIDGE_JOB_MARK) ~= BRIDGE_JOB_MARK then
 		return slurm.SUCCESS
+	end
+	local field = line_breaking_field(job_desc)
+	if field ~= nil then
+		slurm.log_user("slurm-k8s-bridge: a bridge job's " .. field .. " must be one plain line")
+		return slurm.ERROR
 	end
 	local t = job_desc.time_limit
 	local changed = (t ~= nil and t ~= NO_VAL and (t == 0 or (POLICY ~= nil and t > POLICY.max_time_minutes)))
