@@ -9,6 +9,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from bridge.sandbox import kube_cluster
 from bridge.sandbox.images import JOB_IMAGE
 from tests.conftest import Sandbox, wait_for
 
@@ -109,3 +110,18 @@ def test_the_node_keeps_the_slurm_nodes_numbers_when_the_kubelet_reports_the_mac
                    for r in (status.capacity, status.allocatable))
 
     wait_for(restored, timeout_s=5, what="node-keeper restoring the Slurm node's numbers", interval_s=0.05)
+
+
+def test_kwok_still_plays_extra_simulated_nodes(sandbox: Sandbox, test_namespace: str) -> None:
+    name = f"{sandbox.node_name}-sim-{test_namespace[-4:]}"
+    kube_cluster.ensure_simulated_node(sandbox.api, sandbox.layout, name)
+    try:
+        wait_for(lambda: kube_cluster.node_ready(sandbox.api, name), timeout_s=30, what="the kwok node Ready")
+        body = _pod("sim", name, script="exit 0")
+        body["metadata"]["annotations"] = {"sandbox.skbridge.io/run-duration": "1s", "sandbox.skbridge.io/exit-code": "4"}
+        sandbox.core.create_namespaced_pod(test_namespace, body)
+        wait_for(lambda: _phase(sandbox.core, test_namespace, "sim") == "Failed", timeout_s=30, what="simulated Pod ended")
+        terminated = sandbox.core.read_namespaced_pod("sim", test_namespace).status.container_statuses[0].state.terminated
+        assert terminated.exit_code == 4, "kwok played the annotated exit code: nothing ran"
+    finally:
+        sandbox.core.delete_node(name)
