@@ -145,6 +145,8 @@ def test_a_forged_status_file_does_not_steer_the_epilog(jobs: Jobs, sandbox: San
     jobs.wait_running(bob_job, timeout_s=120)
     jobs.wait_running(alice_job, timeout_s=120)
     status_file = jobs.results("skbalice", alice_job) / "bridge-status.json"
+    wait_for(lambda: status_file.exists() and '"running"' in status_file.read_text(), timeout_s=60,
+             what="the prolog's record of the running attempt")
     status = json.loads(status_file.read_text())
     for attempt in status["attempts"]:
         attempt["pod"] = f"skb-{bob_job}-r0"
