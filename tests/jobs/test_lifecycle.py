@@ -14,7 +14,7 @@ import pytest
 from bridge.ingest.launcher import insert_launcher
 from bridge.ingest.layout import ensure_user_folder
 from bridge.kubernetes.access import attach_identity
-from bridge.kubernetes.client import KubeRejected, load_client
+from bridge.kubernetes.client import KubeUnauthorized, load_client
 from bridge.kubernetes.objects import create_objects
 from bridge.kubernetes.render import render_job
 from bridge.sandbox.images import JOB_IMAGE
@@ -129,7 +129,7 @@ def test_the_attach_token_reaches_only_its_own_pod(jobs: Jobs) -> None:
     assert token.request("GET", f"/api/v1/namespaces/{ns}/pods/skb-{mine}-r0")["metadata"]["name"] == f"skb-{mine}-r0"
     for path in (f"/api/v1/namespaces/{ns}/pods/skb-{other}-r0", f"/api/v1/namespaces/{ns}/pods",
                  f"/api/v1/namespaces/{ns}/secrets", f"/api/v1/namespaces/{ns}/pods/skb-{other}-r0/log"):
-        with pytest.raises(KubeRejected) as denied:
+        with pytest.raises(KubeUnauthorized) as denied:  # RBAC: the token lacks the right
             token.request("GET", path)
         assert denied.value.status == 403, path
 
