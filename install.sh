@@ -61,6 +61,7 @@ if [ "$uninstall" = 1 ]; then
   if [ ! -f "$MANIFEST" ]; then say "nothing to uninstall ($MANIFEST not found)"; exit 0; fi
   if [ "$no_systemd" = 0 ] && command -v systemctl >/dev/null && systemctl list-unit-files skbridge-watcher.service >/dev/null 2>&1; then
     run systemctl disable --now skbridge-watcher.service || true
+    run systemctl disable --now skbridge-serve.service 2>/dev/null || true
   fi
   # Newest first, so files go before the folders that hold them.
   tac "$MANIFEST" | while read -r path; do
@@ -190,6 +191,10 @@ if [ "$no_systemd" = 0 ] && command -v systemctl >/dev/null && [ -d /run/systemd
   run systemctl enable skbridge-watcher.service
   # restart, not just start: the watcher also runs the Slurm hooks, so an upgrade must reach it.
   run systemctl restart skbridge-watcher.service
+  # The REST API is optional: installed, not enabled (`systemctl enable --now skbridge-serve`).
+  run install -m 0644 "$SRC/systemd/skbridge-serve.service" "$UNIT_DIR/skbridge-serve.service"
+  record "$UNIT_DIR/skbridge-serve.service"
+  run systemctl daemon-reload
 else
   say "systemd not running here: start the watcher yourself with: $PREFIX/bin/skbridge watch"
 fi
