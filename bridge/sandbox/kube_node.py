@@ -12,6 +12,7 @@ namespace, interface or cgroup behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -44,6 +45,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
 NETNS_DIR = Path("/run/netns")
 CNI_CACHE = Path("/var/lib/cni/results")
+SHIM_SOCKETS = Path("/run/containerd/s")
+"""containerd 1.6 puts every shim's socket here, named sha256(<grpc address>/<namespace>/<id>)."""
 NODE_KIND_LABEL = "skbridge.io/node-kind"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -388,6 +391,16 @@ def _forget_cni_results() -> None:
                 path.unlink()
 
 
+def _remove_shim_sockets(paths: NodePaths) -> None:
+    """A shim that was killed leaves its socket; ours are named after our task bundles."""
+    tasks = paths.containerd_state / "io.containerd.runtime.v2.task"
+    for namespace in tasks.iterdir() if tasks.is_dir() else []:
+        for bundle in namespace.iterdir():
+            digest = hashlib.sha256(f"{paths.containerd_socket}/{namespace.name}/{bundle.name}".encode()).hexdigest()
+            with contextlib.suppress(FileNotFoundError):
+                (SHIM_SOCKETS / digest).unlink()
+
+
 def cleanup(layout: SandboxLayout, progress: ProgressFn) -> None:
     """After the daemons are gone: containers, shims, network, mounts, cgroups, IP leases."""
     killed = _kill_containers()
@@ -399,6 +412,7 @@ def cleanup(layout: SandboxLayout, progress: ProgressFn) -> None:
         with contextlib.suppress(OSError):
             directory.rmdir()
     _forget_cni_results()
+    _remove_shim_sockets(paths)
     if paths.cni_ipam_dir.is_dir():
         for lease in paths.cni_ipam_dir.rglob("*"):
             if lease.is_file():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +109,26 @@ def _write_hook_wrappers(layout: SandboxLayout) -> dict[str, str]:
     return hooks
 
 
+@contextlib.contextmanager
+def _exclusive(layout: SandboxLayout, progress: ProgressFn) -> Iterator[None]:
+    """One `up` or `down` at a time: test sessions that find the sandbox stopped all call `up`,
+    and two racing starts record one daemon's pid over the other's (an orphan holding the port)."""
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    with (layout.run_dir / "sandbox.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("another `skbridge sandbox up/down` is at work: waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def up(layout: SandboxLayout, progress: ProgressFn) -> float:
+    with _exclusive(layout, progress):
+        return _up(layout, progress)
+
+
+def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
     started = time.monotonic()
     for directory in (layout.root, layout.run_dir, layout.log_dir, layout.root / "state"):
         directory.mkdir(parents=True, exist_ok=True)
@@ -133,6 +155,11 @@ def up(layout: SandboxLayout, progress: ProgressFn) -> float:
 
 
 def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) -> None:
+    with _exclusive(layout, progress):
+        _down(layout, progress, purge=purge)
+
+
+def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
     daemons = Daemons(layout)
     stopped = [name for name in ("watcher",) if daemons.stop(name)]
     api = kube_cluster.admin_api(layout) if daemons.running("kube-apiserver") else None

@@ -43,6 +43,7 @@ def _node_leftovers(sandbox: Sandbox) -> dict[str, object]:
         "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{kube_node.KUBEPODS}")),
         "shims": _shims(),
         "cni results": sorted(p.name for p in kube_node.CNI_CACHE.glob(f"{kube_node.CNI_NETWORK}-*")),
+        "shim sockets": sorted(p.name for p in kube_node.SHIM_SOCKETS.glob("*")),
     }
 
 
@@ -84,7 +85,8 @@ def test_up_twice_is_harmless_and_down_stops_exactly_what_up_started(
         assert rec is not None and not rec.alive(), f"{name} (pid {rec.pid if rec else '?'}) still alive"
     assert stray_processes(sandbox.layout) == []
     assert _node_leftovers(sandbox) == {"mounts": [], "netns": [], "bridge": False, "veths on the bridge": False,
-                                        "cgroups": [], "shims": [], "cni results": []}
+                                        "cgroups": [], "shims": [], "cni results": [],
+                                        "shim sockets": []}
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not any(name in netns for name in pod_netns), netns
     stopped = _cli("status")
