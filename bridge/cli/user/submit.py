@@ -31,8 +31,9 @@ def submit(
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end; exit with its exit code."),
     follow_: bool = typer.Option(False, "--follow", "-f", help="Stream the job's output while it runs (implies --wait)."),
     parsable: bool = typer.Option(False, "--parsable", help="Print only the job id."),
-    via: Route = typer.Option(Route.sbatch, "--via", help="sbatch: submit as you, now. drop: copy into your "
-                              "drop folder submit/<user>/ and wait for the watcher's verdict."),
+    via: Route = typer.Option(Route.sbatch, "--via", envvar="SKBRIDGE_SUBMIT_VIA", help="sbatch: submit as you, "
+                              "now. drop: copy into your drop folder submit/<user>/ and wait for the watcher's "
+                              "verdict. Your default: SKBRIDGE_SUBMIT_VIA=drop in your shell's profile."),
     drop_timeout_s: float = typer.Option(120.0, "--drop-timeout", help="How long to wait for the watcher (drop route)."),
     config: Path | None = ConfigOption,
 ) -> None:
