@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +70,22 @@ def list_jobs(settings: SlurmSettings, *, user: str | None, since: str, states: 
     (sacct leaves out held jobs, which have no eligible time, and lags the controller by a
     moment); a job both know is shown as squeue has it.
     """
+    # The two calls run side by side: the command waits for the slower one only.
+    queued: list[list[JobRow] | BaseException] = []
+
+    def ask_queue() -> None:
+        try:
+            queued.append(_queued(settings, user=user))
+        except BaseException as exc:  # handed to the caller below
+            queued.append(exc)
+
+    worker = threading.Thread(target=ask_queue, daemon=True)
+    worker.start()
     rows = {row.job_id: row for row in _accounted(settings, user=user, since=since)}
-    for row in _queued(settings, user=user):
+    worker.join()
+    if isinstance(queued[0], BaseException):
+        raise queued[0]
+    for row in queued[0]:
         rows[row.job_id] = row
     ordered = sorted(rows.values(), key=lambda row: _id_key(row.job_id))
     return [row for row in ordered if not states or row.state in states]
