@@ -113,15 +113,19 @@ def _finish_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy, follower: 
 
 
 def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | None:
-    """Follow the Pod by watch until it ends; None if it disappears first."""
+    """Follow the Pod by watch until it ends; None if it disappears first.
+
+    The API server may go away meanwhile (restart, upgrade): the container runs on, so this
+    keeps asking until it answers again; only the Pod's own absence (404) ends the wait early.
+    """
     path = collection_path("Pod", namespace)
     while True:
-        current = kube.get_or_none(object_path("Pod", pod, namespace))
-        if current is None:
-            return None
-        if (current.get("status") or {}).get("phase") in _TERMINAL:
-            return current
         try:
+            current = kube.get_or_none(object_path("Pod", pod, namespace))
+            if current is None:
+                return None
+            if (current.get("status") or {}).get("phase") in _TERMINAL:
+                return current
             for event in kube.watch(path, query={"fieldSelector": f"metadata.name={pod}",
                                                  "resourceVersion": current["metadata"]["resourceVersion"]},
                                     timeout_s=300):
@@ -131,7 +135,7 @@ def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | Non
                 if obj.get("kind") == "Pod" and (obj.get("status") or {}).get("phase") in _TERMINAL:
                     return obj
         except KubeError:
-            time.sleep(1.0)  # a broken watch is re-established from a fresh read
+            time.sleep(1.0)  # unreachable, or a broken watch: ask again from a fresh read
 
 
 def _termination(pod: dict[str, Any]) -> tuple[int, str]:
