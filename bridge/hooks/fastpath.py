@@ -42,8 +42,11 @@ def _slurm_section() -> dict[str, Any]:
 
 
 def is_bridge_script(script: str) -> bool:
-    """Cheap test before any parsing: a bridge job names its image in the header."""
-    return any(line.startswith("#K8S_IMAGE=") for line in script.splitlines())
+    """Cheap test before any parsing: a bridge job names its image on a line of its own.
+
+    The same rule as job_submit.lua's: only "\n" ends a line (str.splitlines would also
+    split at \x1c, \x85, \u2028, ..., and call a job the bridge's that the plugin left alone)."""
+    return any(line.startswith("#K8S_IMAGE=") for line in script.split("\n"))
 
 
 def certainly_not_bridge_job(job_id: str, slurm: dict[str, Any]) -> bool:

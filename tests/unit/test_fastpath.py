@@ -35,3 +35,14 @@ def test_environment_overrides_reach_both(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("SKBRIDGE_CONFIG", str(config))
     monkeypatch.setenv("SKBRIDGE_SLURM__HOOK_SOCKET_PATH", "/run/other.sock")
     assert fastpath._socket_path(fastpath._slurm_section()) == load_settings(config).slurm.hook_socket_path
+
+
+@pytest.mark.parametrize(("script", "bridge"), [
+    ("#!/bin/bash\n#K8S_IMAGE=registry.lab:5000/x:1\necho hi\n", True),
+    ("#!/bin/bash\necho hi\n", False),
+    ("#!/bin/bash\necho x\x85#K8S_IMAGE=registry.lab:5000/x:1\n", False),  # job_submit.lua sees one line
+    ("#!/bin/bash\necho x\u2028#K8S_IMAGE=registry.lab:5000/x:1\n", False),
+    ("#!/bin/bash\necho x\x1c#K8S_IMAGE=registry.lab:5000/x:1\n", False),
+])
+def test_bridge_jobs_are_told_apart_as_job_submit_lua_does(script: str, bridge: bool) -> None:
+    assert fastpath.is_bridge_script(script) is bridge
