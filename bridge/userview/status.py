@@ -58,10 +58,15 @@ def _epoch(value: Any) -> datetime | None:
     return None
 
 
-def job_status(settings: Settings, job_id: str) -> dict[str, Any]:
+def job_status(settings: Settings, job_id: str, *, job: SlurmJob | None = None) -> dict[str, Any]:
     """Everything `skbridge status` shows, JSON-ready. A bounded number of calls: squeue (or
-    sacct), one squeue for the queue place of a pending job, one Pod GET with the job's token."""
-    job = own_job(settings, job_id)
+    sacct), one squeue for the queue place of a pending job, one Pod GET with the job's token.
+
+    Without `job`, the job is looked up and must be the calling process's (`own_job`); a caller
+    that has found and authorised it already (the web service, for its client) passes it in.
+    """
+    if job is None:
+        job = own_job(settings, job_id)
     job_dir = job_results_dir(settings.nas, job.user, job.job_id)
     bridge_status = read_json(job_dir / STATUS_FILE)
     summary = read_json(job_dir / SUMMARY_FILE)
