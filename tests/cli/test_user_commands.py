@@ -214,3 +214,17 @@ def test_help_documents_exit_codes(cli: Cli) -> None:
         assert done.returncode == 0
         assert "Exit status" in done.stdout and "4 not your job" in done.stdout, command
     assert Path(cli.jobs.home(ALICE)).is_dir()
+
+
+def test_cancel_several_pending_jobs_at_once(cli: Cli) -> None:
+    first = cli.jobs.sbatch(ALICE, job_script(), "--hold")
+    second = cli.jobs.sbatch(ALICE, job_script(), "--hold")
+    done = cli.run(ALICE, "cancel", first, second)
+    assert done.returncode == 0, done.stderr
+    assert f"job {first}: cancelled" in done.stdout and f"job {second}: cancelled" in done.stdout
+    assert {cli.jobs.wait_done(first)[0], cli.jobs.wait_done(second)[0]} == {"CANCELLED"}
+    # A pending job has no output yet: said plainly, not an empty success.
+    held = cli.jobs.sbatch(ALICE, job_script(), "--hold")
+    quiet = cli.run(ALICE, "logs", held)
+    assert quiet.returncode == 1 and "no output yet" in quiet.stderr
+    assert cli.run(ALICE, "cancel", "--no-wait", held).returncode == 0
