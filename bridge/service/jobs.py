@@ -109,6 +109,8 @@ def job_log_stream(job_id: str, state: State, who: Caller) -> StreamingResponse:
 def job_cancel(job_id: str, state: State, who: Caller) -> dict[str, Any]:
     """scancel as the caller: Slurm's own ownership check applies too."""
     job = visible_job(state, who, job_id)
+    if job.ended:
+        return {"job_id": job.job_id, "cancelled": False, "note": "it had already ended"}
     caller = Owner.from_uid(who.uid)
     try:
         run_slurm(state.settings.slurm, ["scancel", job.job_id], env=caller.clean_env(), user=caller.uid,
