@@ -156,23 +156,10 @@ lua_target="$slurm_dir/job_submit.lua"
 if [ -f "$lua_target" ] && ! grep -q "slurm-k8s-bridge" "$lua_target"; then
   say "WARNING: $lua_target exists and is not ours; not replaced. Merge deploy/slurm/job_submit.lua into it."
 else
-  if [ "$dry_run" = 1 ]; then say "+ install $lua_target"; else
-    # The bridge's own renderer fills in the skbridge path and the site maxima from the config
-    # (the plugin enforces them on options given to sbatch itself); no user input involved.
-    SKBRIDGE_CONFIG="$ETC/config.yaml" "$PREFIX/venv/bin/python" - "$SRC/deploy/slurm/job_submit.lua" \
-        "$PREFIX/bin/skbridge" "$ETC/config.yaml" "$lua_target" <<'PY'
-import sys
-from pathlib import Path
-
-from bridge.ingest.launcher import render_job_submit_lua
-from bridge.settings import load_settings
-
-template, skbridge, config, target = sys.argv[1:]
-policy = load_settings(Path(config)).policy if Path(config).exists() else None
-Path(target).write_text(render_job_submit_lua(Path(template).read_text(), Path(skbridge), None, policy))
-PY
-    chmod 0644 "$lua_target"
-  fi
+  # The bridge's own renderer: the launcher line the watcher writes (slurm.skbridge_path and
+  # slurm.attach_config_path from the config), the site maxima and the one-road policy.
+  run "$PREFIX/bin/skbridge" install job-submit-lua --target "$lua_target" \
+      --template "$PREFIX/share/deploy/slurm/job_submit.lua"
   record "$lua_target"
 fi
 if [ "$apply_slurm" = 1 ]; then

@@ -105,6 +105,27 @@ def kubernetes(
     typer.echo(f"wrote {write_kubeconfig} (0600, the bridge's ServiceAccount token)")
 
 
+@install_app.command("job-submit-lua")
+def job_submit_lua(
+    target: Path = typer.Option(..., help="Where slurmctld reads it: job_submit.lua next to slurm.conf."),
+    template: Path = typer.Option(Path("/opt/slurm-k8s-bridge/share/deploy/slurm/job_submit.lua"),
+                                  help="deploy/slurm/job_submit.lua."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Write job_submit.lua for this installation: the launcher line with the config's slurm.skbridge_path and
+    slurm.attach_config_path (exactly the line the watcher writes), the site maxima and the one-road policy."""
+    from bridge.ingest.launcher import render_job_submit_lua
+
+    settings = _settings(config)
+    text = render_job_submit_lua(template.read_text(encoding="utf-8"), settings.slurm.skbridge_path,
+                                 settings.slurm.attach_config_path, settings.policy)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(target)
+    typer.echo(f"wrote {target} (launcher {settings.slurm.skbridge_path}; policy from the config)")
+
+
 @install_app.command("slurm-conf")
 def slurm_conf(
     slurm_conf_path: Path = typer.Option(Path("/etc/slurm/slurm.conf"), "--slurm-conf", help="slurm.conf to check."),
