@@ -106,6 +106,7 @@ def create_objects(
         claim_uids = {m.ref.name: m.obj["metadata"]["uid"] for m in made if m.ref.kind == "PersistentVolumeClaim"}
         create_all([_with_claim_uid(obj, claim_uids) for obj in objects if obj["kind"] == "PersistentVolume"])
         _complete_binding(kube, made)
+        _wait_claims_bound(kube, made)
         create_all([obj for obj in objects if obj["kind"] == "Pod"])
 
     rbac_path: Callable[[], None] = partial(create_all, [obj for obj in objects if obj["kind"] in rbac_kinds])
@@ -154,6 +155,25 @@ def _complete_binding(kube: Kube, made: list[Made]) -> None:
     run_concurrently([partial(kube.request, "PATCH", item.ref.path, body=mark, content_type="application/merge-patch+json")
                       for item in made if item.ref.kind == "PersistentVolumeClaim"
                       and ANNOTATION_BIND_COMPLETED not in (item.obj["metadata"].get("annotations") or {})])
+
+
+def _wait_claims_bound(kube: Kube, made: list[Made], *, timeout_s: float = 10.0) -> None:
+    """Wait until the PV controller has set each claim's phase to Bound (milliseconds after the
+    mark above). A kubelet that meets the Pod first finds "PVC is not bound" and retries only
+    after a back-off of about 10 s, which the job would otherwise wait out on its allocation."""
+
+    def bound(item: Made) -> None:
+        pause_s = 0.01
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            claim = kube.get_or_none(item.ref.path)
+            if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
+                return
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.2)
+
+    run_concurrently([partial(bound, item) for item in made if item.ref.kind == "PersistentVolumeClaim"
+                      and (item.obj.get("status") or {}).get("phase") != "Bound"])
 
 
 def attempt_selector(job_id: str, restart_count: int | None = None) -> str:
