@@ -149,6 +149,8 @@ def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
     kube_cluster.start(layout, daemons, bin_dir, progress)
     kube_node.start(layout, daemons, bin_dir, kube_cluster.admin_api(layout), kube_cluster.apiserver_url(layout), progress)
     daemons.start("watcher", [str(skbridge_bin()), "watch"], env={**os.environ, "SKBRIDGE_CONFIG": str(layout.bridge_config)})
+    # The REST API on loopback (service.bind_host/port of the bridge config): optional, like in production.
+    daemons.start("serve", [str(skbridge_bin()), "serve"], env={**os.environ, "SKBRIDGE_CONFIG": str(layout.bridge_config)})
     elapsed = time.monotonic() - started
     progress(f"sandbox up in {elapsed:.1f}s")
     return elapsed
@@ -161,7 +163,7 @@ def down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool = False) ->
 
 def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
     daemons = Daemons(layout)
-    stopped = [name for name in ("watcher",) if daemons.stop(name)]
+    stopped = [name for name in ("serve", "watcher") if daemons.stop(name)]
     api = kube_cluster.admin_api(layout) if daemons.running("kube-apiserver") else None
     stopped += kube_node.stop(layout, daemons, api, progress)
     stopped += kube_cluster.stop(daemons) + slurm_cluster.stop(layout, daemons)
@@ -176,7 +178,7 @@ def status(layout: SandboxLayout) -> list[ComponentStatus]:
     daemons = Daemons(layout)
     rows: list[ComponentStatus] = []
     names = ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", *kube_cluster.COMPONENTS, *kube_node.COMPONENTS,
-             "watcher")
+             "watcher", "serve")
     for name in names:
         rec = daemons.running(name)
         if name == "munged" and rec is None and slurm_cluster.munge_works():

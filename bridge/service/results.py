@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -76,6 +77,6 @@ def results_download(job_id: str, path: str, state: State, who: Caller) -> Strea
             while chunk := handle.read(_CHUNK):
                 yield chunk
 
-    name = PurePosixPath(path).name.replace('"', "")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(path).name)
     return StreamingResponse(chunks(), media_type="application/octet-stream",
                              headers={"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'})

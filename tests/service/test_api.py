@@ -204,3 +204,18 @@ def test_the_admin_group_sees_every_users_jobs(sandbox: object, jobs: Jobs, tmp_
         assert "skbridge_api_request_seconds_bucket" in metrics
     finally:
         stop_service(admin)
+
+
+def test_the_sandbox_runs_the_service_on_loopback(sandbox: object, users: object) -> None:
+    from bridge.sandbox.layout import SandboxLayout
+    from bridge.settings import load_settings
+
+    # `skbridge sandbox up` (the session's sandbox fixture) starts it with the bridge config's service section.
+    settings = load_settings(SandboxLayout.default().bridge_config)
+    assert settings.service.bind_host == "127.0.0.1"
+    url = f"http://127.0.0.1:{settings.service.port}"
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{url}/api/v1/jobs", timeout=10).status_code == 401
+    credential = munge_credential("skbbob")
+    me = httpx.get(f"{url}/api/v1/whoami", headers={"Authorization": f"MUNGE {credential}"}, timeout=10).json()
+    assert me["user"] == "skbbob"
