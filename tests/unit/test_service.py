@@ -1,4 +1,4 @@
-"""The service's progress parser: training output -> percent and ETA (a pure function)."""
+"""The service's pure parts: progress parsing (training output -> percent and ETA), tokens, unmunge output, result paths."""
 
 from __future__ import annotations
 
@@ -51,3 +51,35 @@ def test_tokens_expire_and_resist_tampering() -> None:
         TokenSigner(ttl_s=60).check(token, now=1000.0)  # another process's key
     with pytest.raises(AuthError):
         signer.check(body[:-2] + "AA." + sig, now=1000.0)
+
+
+UNMUNGE_OK = """STATUS:          Success (0)
+ENCODE_HOST:     localhost (127.0.0.1)
+TTL:             300
+UID:             skbalice (1501)
+GID:             lab (1600)
+LENGTH:          0
+"""
+
+
+def test_unmunge_output_is_read_for_the_numeric_ids() -> None:
+    from bridge.service.identity import _NUMBER, parse_unmunge
+
+    fields = parse_unmunge(UNMUNGE_OK)
+    assert fields["STATUS"] == "Success (0)"
+    uid, gid = _NUMBER.search(fields["UID"]), _NUMBER.search(fields["GID"])
+    assert uid is not None and gid is not None
+    assert (int(uid.group(1)), int(gid.group(1))) == (1501, 1600)
+
+
+@pytest.mark.parametrize("relative", ["../x", "a/../../x", "/etc/passwd", ".credential", "a/.hidden", "", "."])
+def test_result_paths_that_leave_the_folder_or_hide_are_refused(tmp_path: object, relative: str) -> None:
+    from pathlib import Path
+
+    from fastapi import HTTPException
+
+    from bridge.service.results import safe_relative
+
+    with pytest.raises(HTTPException) as refused:
+        safe_relative(Path(str(tmp_path)), relative)
+    assert refused.value.status_code == 404
