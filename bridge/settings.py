@@ -170,6 +170,14 @@ class PolicySettings(_Section):
     max_gpus: int = Field(default=8, ge=0, description="Site maximum of GPUs per job (every GPU option counts)")
     max_time_minutes: int = Field(default=7 * 24 * 60, ge=1, description="Site maximum time limit; unlimited is refused")
     max_array_tasks: int = Field(default=100, ge=0, description="Site maximum of tasks in one job array")
+    default_image: str | None = Field(
+        default=None, description="Image for a job without #K8S_IMAGE (a plain script, sbatch --wrap); null: such a "
+                                  "job is refused with a reason the user sees")
+    host_accounts: list[str] = Field(
+        default_factory=list, description="Slurm accounts whose jobs without #K8S_IMAGE may run on the bare host "
+                                          "(admins' maintenance); everyone else's always run in a Pod")
+    host_partitions: list[str] = Field(
+        default_factory=list, description="Partitions whose jobs without #K8S_IMAGE may run on the bare host")
     max_nodes: int = Field(default=1, ge=1, description="The bridge runs one Pod per job: single-node jobs only")
 
 

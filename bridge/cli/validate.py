@@ -21,7 +21,8 @@ def validate(
                                        "(default $SKBRIDGE_CONFIG or /etc/slurm-k8s-bridge/config.yaml)."),
 ) -> None:
     """Check job files exactly as the drop-folder watcher will: file checks, #SBATCH allow-list and
-    site limits, #K8S_ directives, image registry.
+    site limits, #K8S_ directives, image registry, and where the job runs: every job runs in a
+    Pod, with its #K8S_IMAGE or the site's policy.default_image (a file without either is refused).
 
     Each problem names its line, what was expected there and how to fix it. Exit status: 0 when
     every file is valid, 1 when any has errors, 2 when the configuration cannot be loaded.
@@ -44,7 +45,8 @@ def validate(
         if report.ok:
             job = report.job
             assert job is not None
-            facts = [f"image {job.image}"]
+            facts = [f"runs in a Pod with the site's default image {job.image} (no #K8S_IMAGE)"
+                     if job.image_is_default else f"image {job.image}"]
             if job.cpus_per_task:
                 facts.append(f"{job.cpus_per_task} CPUs")
             if job.mem_mib:

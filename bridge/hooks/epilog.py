@@ -28,7 +28,7 @@ from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
 from bridge.errors import BridgeError, ConfigError, TemporaryError
 from bridge.hooks.fastpath import is_bridge_script
 from bridge.ingest.jobfile import parse_job_text
-from bridge.ingest.launcher import strip_launcher
+from bridge.ingest.launcher import has_launcher, strip_launcher
 from bridge.kubernetes.access import ATTACH_KUBECONFIG, access_selector
 from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import ObjectRef, attempt_selector, delete_objects, list_job_objects, wait_gone
@@ -50,7 +50,7 @@ def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
         except BridgeError as exc:
             log.warning("job script unavailable; tearing down by label only", error=str(exc))
             script = ""
-        if script and not is_bridge_script(script):
+        if script and not (is_bridge_script(script) and has_launcher(script)):
             return 0
         allocation = _allocation(settings, job_id, hook_env)
         try:

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bridge.ingest.marker import LAUNCHER_MARKER
 from bridge.slurm.identity import hook_environment
 
 DEFAULT_CONFIG = Path("/etc/slurm-k8s-bridge/config.yaml")
@@ -42,11 +43,13 @@ def _slurm_section() -> dict[str, Any]:
 
 
 def is_bridge_script(script: str) -> bool:
-    """Cheap test before any parsing: a bridge job names its image on a line of its own.
+    """Cheap test before any parsing: a bridge job names its image on a line of its own, or
+    carries the launcher (a plain script the site's default image runs). The full hook then
+    asks whether the launcher is really in its place (bridge.ingest.launcher.has_launcher).
 
-    The same rule as job_submit.lua's: only "\n" ends a line (str.splitlines would also
-    split at \x1c, \x85, \u2028, ..., and call a job the bridge's that the plugin left alone)."""
-    return any(line.startswith("#K8S_IMAGE=") for line in script.split("\n"))
+    Only "\n" ends a line, as for job_submit.lua (str.splitlines would also split at \x1c,
+    \x85, \u2028, ..., and call a job the bridge's that the plugin left alone)."""
+    return any(line.startswith("#K8S_IMAGE=") or line.endswith(LAUNCHER_MARKER) for line in script.split("\n"))
 
 
 def certainly_not_bridge_job(job_id: str, slurm: dict[str, Any]) -> bool:

@@ -24,7 +24,7 @@ from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.hooks.fastpath import is_bridge_script, process_age_s
 from bridge.ingest.jobfile import parse_job_text
-from bridge.ingest.launcher import strip_launcher
+from bridge.ingest.launcher import has_launcher, strip_launcher
 from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
 from bridge.kubernetes.client import Kube, KubeRejected, load_client
 from bridge.kubernetes.objects import (
@@ -91,6 +91,11 @@ def run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
             log.error("cannot read the job script; leaving the job alone", error=str(exc))
             return EXIT_OK
         if not is_bridge_script(script):
+            return EXIT_OK
+        if not has_launcher(script):
+            # Neither path put the launcher in: the script runs on the host (a host account's
+            # job, or job_submit.lua not in effect). A Pod would run it a second time.
+            log.warning("no launcher line in its place: leaving the job to the host (is job_submit.lua in effect?)")
             return EXIT_OK
         timings.mark("slurm_script")
         # Who the job belongs to comes first, from slurmctld's own variables: root makes no

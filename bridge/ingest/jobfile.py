@@ -57,7 +57,9 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     image: str
+    image_is_default: bool = False  # no #K8S_IMAGE: the site's policy.default_image (one road)
     workdir: str = DEFAULT_WORKDIR
+    workdir_given: bool = False  # #K8S_WORKDIR was written; else the job's own working directory decides
     env: list[tuple[str, str]] = []
     mounts: list[Mount] = []
     shm: str | None = None
@@ -224,17 +226,21 @@ class _Parser:
         derived = self.sbatch.derived()
         if image is None or any(p.severity == "error" for p in self.problems):
             return None, self.problems
-        spec = JobSpec(image=image, workdir=workdir or DEFAULT_WORKDIR, env=env, mounts=mounts, shm=shm,
+        spec = JobSpec(image=image, image_is_default=not self.k8s.get("IMAGE"), workdir=workdir or DEFAULT_WORKDIR,
+                       workdir_given=bool(self.k8s.get("WORKDIR")), env=env, mounts=mounts, shm=shm,
                        results=results, sbatch_options=self.sbatch.options, **derived)
         return spec, self.problems
 
     def _image(self) -> str | None:
         given = self.k8s.get("IMAGE")
+        if not given and self.policy.default_image:
+            return self.policy.default_image  # one road: the site's image for a plain script
         if not given:
             registry = self.policy.allowed_registries[0] if self.policy.allowed_registries else "registry"
-            self.problem(None, "missing-image", "no #K8S_IMAGE line: the bridge does not know what to run",
+            self.problem(None, "missing-image", "no #K8S_IMAGE line, and this site sets no default image: every job "
+                         "runs in a Kubernetes Pod with an image it names",
                          "one #K8S_IMAGE=REGISTRY/NAME:TAG line in the header",
-                         f"add e.g. #K8S_IMAGE={registry}/pytorch:2.4 below the #SBATCH lines")
+                         f"add e.g. #K8S_IMAGE={registry}/pytorch:2.4 below the #SBATCH lines (skbridge init writes one)")
             return None
         number, image = given[0]
         match = _IMAGE_REF.match(image)

@@ -13,9 +13,10 @@ import re
 import shlex
 from pathlib import Path
 
+from bridge.ingest.marker import LAUNCHER_MARKER
 from bridge.settings import PolicySettings, load_settings
 
-LAUNCHER_MARKER = "# skbridge-launcher: this job runs in a Kubernetes Pod"
+__all__ = ["LAUNCHER_MARKER", "has_launcher", "header_end", "insert_launcher", "launcher_line", "strip_launcher"]
 # The interpreters for which the launcher line means "replace this shell with skbridge
 # attach" before anything else runs, with at most one harmless option word (the kernel passes
 # everything after the path as one argument). Anything else could run the user's text on the

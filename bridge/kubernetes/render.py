@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -136,6 +136,19 @@ def _template_line(tb: TracebackType | None) -> tuple[str, int] | None:
     return where
 
 
+def pod_workdir(spec: DirectivesLike, allocation: JobAllocation, home_path: Path) -> str:
+    """Where the script starts in the Pod. #K8S_WORKDIR when written; otherwise the job's own
+    working directory, as sbatch would have used it on the host, when it lies in the owner's
+    NAS folder (mounted at HOME_MOUNT_PATH); otherwise HOME_MOUNT_PATH."""
+    if getattr(spec, "workdir_given", True) or not allocation.work_dir:
+        return spec.workdir
+    work = PurePosixPath(allocation.work_dir)
+    home = PurePosixPath(str(home_path))
+    if not work.is_absolute() or ".." in work.parts or not (work == home or home in work.parents):
+        return spec.workdir
+    return str(PurePosixPath(HOME_MOUNT_PATH) / work.relative_to(home))
+
+
 def stamp_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
     """Annotate `obj` with a hash of its content: a re-run of the prolog that meets an object of
     the same name (409) keeps it only when the hash matches."""
@@ -176,8 +189,8 @@ def render_job(
             "memory_mib": node.memory_mib, "gpus": node.gpus, "gpu_type": node.gpu_type,
             "gpu_indices": list(node.gpu_indices),
         },
-        "spec": {"image": spec.image, "workdir": spec.workdir, "env": [list(pair) for pair in spec.env],
-                 "shm": spec.shm, "results": spec.results, "mounts": mounts},
+        "spec": {"image": spec.image, "workdir": pod_workdir(spec, allocation, home_path),
+                 "env": [list(pair) for pair in spec.env], "shm": spec.shm, "results": spec.results, "mounts": mounts},
         "names": {"pod": names.pod, "configmap": names.configmap, "home_claim": names.home_claim,
                   "service_account": names.service_account},
         "labels": bridge_labels(allocation),

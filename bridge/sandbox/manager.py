@@ -77,7 +77,9 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
             "reaper_interval_s": 2,
             "reaper_grace_s": 5,
         },
-        "policy": {"allowed_registries": SANDBOX_REGISTRIES},
+        # One road: a plain script or `sbatch --wrap` runs in the job image too; root's own jobs
+        # (the plain-Slurm baselines) stay on the host.
+        "policy": {"allowed_registries": SANDBOX_REGISTRIES, "default_image": images.JOB_IMAGE},
     }
 
 

@@ -1,10 +1,13 @@
 --[[
 slurm-k8s-bridge: route a plain `sbatch job.sh` through the bridge.
 
-For a batch script whose header carries `#K8S_IMAGE=`, insert the launcher line right after
-the header, exactly as the drop-folder watcher does (bridge/ingest/launcher.py), so the
-batch step runs `skbridge attach` and the script itself runs only in the Pod. Every other
-job is left untouched.
+For a batch script whose header carries `#K8S_IMAGE=` (or, when the site sets a default
+image, any batch script, `sbatch --wrap` included), insert the launcher line right after the
+header, exactly as the drop-folder watcher does (bridge/ingest/launcher.py), so the batch
+step runs `skbridge attach` and the script itself runs only in the Pod. A job without an
+image and interactive allocations run on the bare host only for the site's host accounts
+and partitions (policy.host_accounts, host_partitions) and root; otherwise they are refused
+with the reason (bridge/ingest/routing.py).
 
 This runs inside slurmctld under its locks: string work only, no I/O, no commands.
 Validation happens in the prolog, whose reasons reach the job's output file.
@@ -250,14 +253,53 @@ local function line_breaking_field(job_desc)
 	return nil
 end
 
-function slurm_job_submit(job_desc, part_list, submit_uid)
+-- One road (bridge/ingest/routing.py decides the same): a job without #K8S_IMAGE runs in a
+-- Pod with the site's default image, or on the bare host only for the configured accounts
+-- and partitions (and root's own jobs), or is refused with the reason. POLICY == nil is a
+-- plugin nobody rendered: it leaves such jobs alone, as before.
+local NO_IMAGE = "slurm-k8s-bridge: this job has no #K8S_IMAGE= line and this site runs every job in a " ..
+	"Kubernetes Pod with an image it names: add #K8S_IMAGE=<registry>/<name>:<tag> below the #SBATCH lines " ..
+	"(`skbridge init` writes a job file to start from)"
+local INTERACTIVE = "slurm-k8s-bridge: interactive allocations (salloc, srun outside a batch job) would run " ..
+	"on the bare host, and this site runs every job in a Kubernetes Pod: submit a batch job instead " ..
+	"(`skbridge init` writes one, `skbridge submit --follow` shows its output live)"
+
+local function host_allowed(job_desc, submit_uid)
+	if submit_uid == 0 then
+		return true
+	end
+	if job_desc.account ~= nil and POLICY.host_accounts[job_desc.account] then
+		return true
+	end
+	if job_desc.partition ~= nil then
+		for name in (job_desc.partition .. ","):gmatch("([^,]*),") do
+			if POLICY.host_partitions[name] then
+				return true
+			end
+		end
+	end
+	return false
+end
+
+local function job_submit(job_desc, part_list, submit_uid)
 	local script = job_desc.script
 	if script == nil or script == "" then
-		return slurm.SUCCESS
+		if POLICY == nil or host_allowed(job_desc, submit_uid) then
+			return slurm.SUCCESS
+		end
+		slurm.log_user(INTERACTIVE)
+		return slurm.ERROR
 	end
 	local lines = split_lines(script)
 	if not is_bridge_job(lines) then
-		return slurm.SUCCESS
+		if POLICY == nil or host_allowed(job_desc, submit_uid) then
+			return slurm.SUCCESS
+		end
+		if not POLICY.default_image then
+			slurm.log_user(NO_IMAGE)
+			return slurm.ERROR
+		end
+		-- on to the Pod, with the default image (the prolog reads it from the same config)
 	end
 	local field = line_breaking_field(job_desc)
 	if field ~= nil then
@@ -266,7 +308,7 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 		return slurm.ERROR
 	end
 	if not shell_interpreter(lines[1]) then
-		slurm.log_user("slurm-k8s-bridge: a job with #K8S_IMAGE must start with #!/bin/bash (or /bin/sh, " ..
+		slurm.log_user("slurm-k8s-bridge: a job that runs in a Pod must start with #!/bin/bash (or /bin/sh, " ..
 			"/usr/bin/env bash; one option such as -e at most), so that it runs only in its Pod")
 		return slurm.ERROR
 	end
@@ -306,7 +348,7 @@ end
 -- A user's `scontrol update` of a pending bridge job would go around the maxima checked at
 -- submission (MinMemoryNode=0, Gres=gpu:8, NumCPUs=...): resources stay as submitted, only a
 -- shorter, non-zero time limit is taken. Root and SlurmUser (the bridge's own hooks) may.
-function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+local function job_modify(job_desc, job_rec, part_list, modify_uid)
 	if modify_uid == 0 or job_rec == nil then
 		return slurm.SUCCESS
 	end
@@ -337,6 +379,27 @@ function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
 		return slurm.ERROR
 	end
 	return slurm.SUCCESS
+end
+
+-- A Lua error must refuse the job, never let it through: slurmctld would otherwise take the
+-- job as submitted, without the launcher line, and run the script on the bare host.
+local function refuse_on_error(what, body, ...)
+	local ok, result = pcall(body, ...)
+	if ok then
+		return result
+	end
+	slurm.log_error("slurm-k8s-bridge: job_submit.lua failed in %s: %s", what, tostring(result))
+	slurm.log_user("slurm-k8s-bridge: the job could not be checked (an error in the site's job_submit.lua); " ..
+		"it was not submitted: tell the administrators")
+	return slurm.ERROR
+end
+
+function slurm_job_submit(job_desc, part_list, submit_uid)
+	return refuse_on_error("slurm_job_submit", job_submit, job_desc, part_list, submit_uid)
+end
+
+function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+	return refuse_on_error("slurm_job_modify", job_modify, job_desc, job_rec, part_list, modify_uid)
 end
 
 return slurm.SUCCESS

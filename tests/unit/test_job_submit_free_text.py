@@ -50,3 +50,24 @@ def test_line_breaking_text_is_refused(tmp_path: Path, verb: str, field: str, va
     assert (out == "ACCEPTED") is accepted, out
     if not accepted:
         assert "one plain line" in out
+
+
+FAIL_CLOSED = """
+slurm = {SUCCESS = 0, ERROR = -1, log_info = function(...) end, log_user = function(f, ...) io.write(f) end,
+         log_error = function(...) end}
+dofile(arg[1])
+local job = {script = "#!/bin/bash\\necho hi\\n", partition = {}}  -- a value the plugin cannot read
+if slurm_job_submit(job, {}, 1501) == 0 then io.write("ACCEPTED") end
+"""
+
+
+def test_an_error_inside_the_plugin_refuses_the_job(tmp_path: Path) -> None:
+    # slurmctld takes a job whose plugin raised as submitted, without the launcher: fail closed.
+    assert LUA is not None, "lua5.1 is required (apt-get install lua5.1; .ci/run installs it)"
+    template = (Path(__file__).parents[2] / "deploy/slurm/job_submit.lua").read_text()
+    plugin = tmp_path / "job_submit.lua"
+    plugin.write_text(render_job_submit_lua(template, Path("/opt/slurm-k8s-bridge/bin/skbridge")))
+    harness = tmp_path / "harness.lua"
+    harness.write_text(FAIL_CLOSED)
+    out = subprocess.run([LUA, str(harness), str(plugin)], capture_output=True, text=True, check=True).stdout
+    assert out != "ACCEPTED" and "was not submitted" in out, out

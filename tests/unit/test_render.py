@@ -135,3 +135,22 @@ def test_gpu_variables_name_the_jobs_gpus_and_a_cpu_job_sees_none() -> None:
         env = _env(cpu_only, gpu_mode=mode)
         assert env["NVIDIA_VISIBLE_DEVICES"] == "void", "images defaulting to NVIDIA_VISIBLE_DEVICES=all must see none"
         assert "CUDA_VISIBLE_DEVICES" not in env and env["SLURM_JOB_GPUS"] == ""
+
+
+@pytest.mark.parametrize(("work_dir", "given", "expected"), [
+    ("/nas/home/alice/proj/run1", False, "/workspace/proj/run1"),   # sbatch's own working directory, in the Pod
+    ("/nas/home/alice", False, "/workspace"),
+    ("/tmp", False, "/workspace"),                                   # outside the NAS folder: the home mount
+    ("/nas/home/alicex/p", False, "/workspace"),                     # a prefix is not a parent
+    ("/nas/home/alice/../bob", False, "/workspace"),
+    ("", False, "/workspace"),
+    ("/nas/home/alice/proj", True, "/data/explicit"),              # #K8S_WORKDIR wins
+])
+def test_the_pod_starts_where_sbatch_would_have(work_dir: str, given: bool, expected: str) -> None:
+    import dataclasses
+
+    from bridge.kubernetes.render import pod_workdir
+
+    spec = type("Spec", (), {"workdir": "/data/explicit" if given else "/workspace", "workdir_given": given})()
+    allocation = dataclasses.replace(REFERENCE, work_dir=work_dir)
+    assert pod_workdir(spec, allocation, Path("/nas/home/alice")) == expected
