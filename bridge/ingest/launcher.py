@@ -48,13 +48,20 @@ def render_job_submit_lua(template: str, skbridge_path: Path, config_path: Path 
     if policy is None:
         policy = load_settings(config_path).policy if config_path is not None and config_path.exists() \
             else PolicySettings()
+    def lua_string(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def lua_set(names: list[str]) -> str:
+        return "{" + ", ".join(f"[{lua_string(name)}] = true" for name in names) + "}"
+
     limits = {"max_time_minutes": policy.max_time_minutes, "max_mem_mib": policy.max_mem_mib,
               "max_gpus": policy.max_gpus, "max_cpus": policy.max_cpus_per_task,
               "max_array_tasks": policy.max_array_tasks, "max_nodes": policy.max_nodes}
-    template = template.replace(_LUA_POLICY, "local POLICY = {" + ", ".join(f"{k} = {v}" for k, v in limits.items()) + "}")
-
-    def lua_string(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # One road: what happens to a job without #K8S_IMAGE (bridge.ingest.routing decides the same).
+    fields = [f"{k} = {v}" for k, v in limits.items()] + [
+        f"default_image = {'true' if policy.default_image else 'false'}",
+        f"host_accounts = {lua_set(policy.host_accounts)}", f"host_partitions = {lua_set(policy.host_partitions)}"]
+    template = template.replace(_LUA_POLICY, "local POLICY = {" + ", ".join(fields) + "}")
 
     text = template.replace(_LUA_SKBRIDGE, f"local SKBRIDGE = {lua_string(str(skbridge_path))}")
     return text.replace(_LUA_CONFIG, f"local SKBRIDGE_CONFIG = {lua_string(str(config_path or ''))}")
