@@ -195,6 +195,35 @@ def _hooks(ctx: Context) -> str:
     return f"{path}: PrologSlurmctld, EpilogSlurmctld, JobSubmitPlugins=lua"
 
 
+@check("slurm", "one road: the plugin enforces the policy in force")
+def _one_road(ctx: Context) -> str:
+    """Reports what happens to a job without #K8S_IMAGE, and that job_submit.lua was rendered
+    with this config's policy and launcher (it is where the policy is enforced at submission)."""
+    from bridge.ingest.launcher import launcher_line, render_job_submit_lua
+    from bridge.resources import resource_path
+
+    policy = ctx.s.policy
+    lua = ctx.slurm_conf_path().parent / "job_submit.lua"
+    try:
+        text = lua.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Failed(f"cannot read {lua}: {exc.strerror}", f"skbridge install job-submit-lua --target {lua}") from exc
+    wanted = render_job_submit_lua(resource_path("deploy/slurm/job_submit.lua").read_text(encoding="utf-8"),
+                                   ctx.s.slurm.skbridge_path, ctx.s.slurm.attach_config_path, policy)
+
+    def policy_line(source: str) -> str:
+        return next((line for line in source.splitlines() if line.startswith("local POLICY = ")), "")
+
+    line = launcher_line(ctx.s.slurm.skbridge_path, ctx.s.slurm.attach_config_path)
+    if policy_line(text) != policy_line(wanted) or f'local SKBRIDGE = "{ctx.s.slurm.skbridge_path}"' not in text:
+        raise Failed(f"{lua} was rendered for another policy or launcher than this config's ({line!r})",
+                     f"skbridge install job-submit-lua --target {lua}")
+    no_image = f"run in a Pod with {policy.default_image}" if policy.default_image else "are refused with the reason"
+    host = ", ".join([*(f"account {a}" for a in policy.host_accounts), *(f"partition {p}" for p in policy.host_partitions)])
+    return (f"jobs without #K8S_IMAGE {no_image}; on the bare host only: {host or 'nobody'} (and root); "
+            "interactive allocations: " + ("host accounts/partitions only" if host else "refused"))
+
+
 @check("slurm", "timeouts leave the hooks room")
 def _timeouts(ctx: Context) -> str:
     live = _live_config(ctx)

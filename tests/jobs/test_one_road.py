@@ -122,3 +122,16 @@ def test_a_host_partition_lets_a_plain_job_run_on_the_host(jobs: Jobs, site_poli
     assert jobs.wait_done(job_id, timeout_s=120) == ("COMPLETED", "0:0")
     assert _output(jobs, "skbalice", job_id)["host"] == socket.gethostname().split(".")[0]
     assert jobs.pod(job_id) is None and not jobs.results("skbalice", job_id).exists(), "the bridge left it alone"
+
+
+def test_the_test_suite_reports_the_policy_and_a_stale_plugin(jobs: Jobs, site_policy: object) -> None:
+    from tests.admin.test_admin import run_test_suite
+
+    name = "one road: the plugin enforces the policy in force"
+    _, results = run_test_suite(jobs.sandbox, "--only", "slurm")
+    assert results[name]["outcome"] == "PASS", results[name]
+    assert "run in a Pod with registry.lab:5000/skbridge-job:bookworm" in str(results[name]["detail"])
+    site_policy(PolicySettings(host_partitions=["gpu"]))  # type: ignore[operator]
+    code, results = run_test_suite(jobs.sandbox, "--only", "slurm")
+    assert code == 1 and results[name]["outcome"] == "FAIL"
+    assert "skbridge install job-submit-lua" in str(results[name]["hint"])
