@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+
+import anyio
+import anyio.to_thread
 
 from bridge.service.useropen import Account, open_as
 from bridge.userview.results import POD_LOG
@@ -49,16 +52,31 @@ def sse(event: str | None, data: str) -> bytes:
     return (head + body + "\n").encode("utf-8")
 
 
-def stream_events(account: Account, find_path: Callable[[], Path | None], still_running: Callable[[], str | None],
-                  *, poll_s: float = 0.25, check_every_s: float = 1.0, max_wait_s: float = 7 * 86400) -> Iterator[bytes]:
+def _read_from(fd: int, offset: int) -> tuple[bytes, int]:
+    """Everything after `offset` (from 0 again when the file shrank: a requeued job restarts its output)."""
+    if os.fstat(fd).st_size < offset:
+        offset = 0
+    data = b""
+    while chunk := os.pread(fd, _CHUNK, offset + len(data)):
+        data += chunk
+        if len(data) >= 16 * _CHUNK:
+            break
+    return data, offset
+
+
+async def stream_events(account: Account, find_path: Callable[[], Path | None], still_running: Callable[[], str | None],
+                        *, poll_s: float = 0.25, check_every_s: float = 2.0,
+                        max_wait_s: float = 7 * 86400) -> AsyncIterator[bytes]:
     """Each output line as one `data:` event while the job runs; `event: end` with the final state.
 
-    `still_running()` returns None while the job runs, its final state once it ended.
+    `still_running()` returns None while the job runs, its final state once it ended. Waiting
+    happens on the event loop; only the file and Slurm calls take a worker thread, briefly, so
+    many open streams do not starve the other requests of threads.
     """
     fd: int | None = None
     offset = 0
     pending = b""
-    last_check = 0.0
+    last_check = 0.0  # ask Slurm at once: a job that ended already gets its whole output and the end
     ended: str | None = None
     started = time.monotonic()
     yield b": stream open\n\n"
@@ -68,21 +86,24 @@ def stream_events(account: Account, find_path: Callable[[], Path | None], still_
                 path = find_path()
                 if path is not None:
                     try:
-                        fd = open_as(account, path)
+                        fd = await anyio.to_thread.run_sync(open_as, account, path)
                     except OSError:
                         fd = None
             got = False
             if fd is not None:
-                if os.fstat(fd).st_size < offset:  # truncated: a requeued job starts its output again
-                    offset, pending = 0, b""
-                while chunk := os.pread(fd, _CHUNK, offset):
-                    offset += len(chunk)
+                data, start = await anyio.to_thread.run_sync(_read_from, fd, offset)
+                if start < offset:
+                    pending = b""
+                offset = start + len(data)
+                if data:
                     got = True
-                    pending += chunk
+                    pending += data
                     *complete, pending = pending.split(b"\n")
                     for line in complete:
                         yield sse(None, line.decode("utf-8", "replace").rstrip("\r"))
             if ended is not None:
+                if got:
+                    continue  # drain what the batch step wrote last
                 if pending:
                     yield sse(None, pending.decode("utf-8", "replace"))
                 yield sse("end", json.dumps({"state": ended}))
@@ -90,16 +111,16 @@ def stream_events(account: Account, find_path: Callable[[], Path | None], still_
             now = time.monotonic()
             if now - last_check >= check_every_s:
                 last_check = now
-                ended = still_running()
+                ended = await anyio.to_thread.run_sync(still_running)
                 if ended is not None:
-                    time.sleep(poll_s)  # the batch step's last words reach the file
+                    await anyio.sleep(poll_s)  # the batch step's last words reach the file
                     continue
                 yield b": keep-alive\n\n"
             if now - started > max_wait_s:
                 yield sse("end", json.dumps({"state": "stream-limit"}))
                 return
             if not got:
-                time.sleep(poll_s)
+                await anyio.sleep(poll_s)
     finally:
         if fd is not None:
             os.close(fd)

@@ -4,6 +4,7 @@ job answers 404; no, bad, replayed or expired credentials answer 401."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -163,6 +164,16 @@ def test_cancel_as_the_owner_only(service: Service, jobs: Jobs) -> None:
     with service.client("skbalice") as alice:
         assert alice.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 404
     assert jobs.sacct(job_id)[0] == "RUNNING"
+    # More open log streams than the server has worker threads (40) do not starve other requests.
+    with contextlib.ExitStack() as streams:
+        for _ in range(45):
+            client = streams.enter_context(service.client("skbbob", timeout_s=60))
+            opened = streams.enter_context(client.stream("GET", f"/api/v1/jobs/{job_id}/logs/stream"))
+            assert opened.status_code == 200
+        started = time.monotonic()
+        with service.client("skbbob") as bob:
+            assert bob.get(f"/api/v1/jobs/{job_id}").json()["state"] == "RUNNING"
+        assert time.monotonic() - started < 10
     with service.client("skbbob") as bob:
         answer = bob.post(f"/api/v1/jobs/{job_id}/cancel")
         assert answer.status_code == 200 and answer.json()["cancelled"] is True, answer.text
