@@ -53,7 +53,7 @@ def job_detail(job_id: str, state: State, who: Caller) -> dict[str, Any]:
     """Status, timeline, allocation and training progress with an ETA."""
     job = visible_job(state, who, job_id)
     try:
-        status = job_status(state.settings, job.job_id)
+        status = job_status(state.settings, job.job_id, job=job)
     except BridgeError as exc:
         raise slurm_failure(exc) from exc
     status["progress"] = None
