@@ -143,6 +143,9 @@ def make_watcher_run(sandbox: Sandbox, **overrides: str) -> WatcherRun:
         # The sandbox's own watcher reaps the shared namespace; a test's private one must not.
         "SKBRIDGE_INGEST__REAPER_INTERVAL_S": "3600",
         "SKBRIDGE_SLURM__PARTITION": "parked",
+        # The refuse policy: a file without #K8S_IMAGE is rejected (the sandbox's own config
+        # sets a default image; tests/jobs/test_one_road.py covers that road).
+        "SKBRIDGE_POLICY__DEFAULT_IMAGE": "",
         "SKBRIDGE_SLURM__SKBRIDGE_PATH": SKBRIDGE,
         **overrides,
     }
