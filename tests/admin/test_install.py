@@ -28,7 +28,9 @@ def _tree(*roots: Path) -> dict[str, tuple[int, int, int]]:
 def test_a_dry_run_changes_nothing_and_says_so(sandbox: Sandbox) -> None:
     roots = [Path("/opt/slurm-k8s-bridge"), Path("/etc/slurm-k8s-bridge"), Path("/var/lib/slurm-k8s-bridge"),
              Path("/var/log/slurm-k8s-bridge"), Path("/usr/local/bin/skbridge"),
-             Path("/etc/systemd/system/skbridge-watcher.service"), sandbox.layout.slurm_dir]
+             Path("/etc/systemd/system/skbridge-watcher.service"), Path("/etc/systemd/system/skbridge-serve.service"),
+             # What install.sh writes next to slurm.conf (not slurmctld's own state, which moves on).
+             sandbox.layout.slurm_conf, sandbox.layout.slurm_dir / "job_submit.lua"]
     before = _tree(*roots)
     env = {**os.environ, "SLURM_CONF": str(sandbox.layout.slurm_conf)}
     done = subprocess.run(["bash", str(REPO / "install.sh"), "--dry-run", "--no-systemd", "--config",
