@@ -40,7 +40,7 @@ def test_a_dry_run_changes_nothing_and_says_so(sandbox: Sandbox) -> None:
     assert _tree(*roots) == before, "a dry run must not touch the machine"
     out = done.stdout
     assert "Dry run: nothing was changed" in out and "Installed." not in out
-    for step in ("pip install", "install nas-layout", "install kubernetes", "job-submit-lua", "install slurm-conf"):
+    for step in ("pip install", "install nas-layout", "install kubernetes", "job-submit-lua", "slurm.conf"):
         assert step in out, f"the dry run does not show the step {step!r}:\n{out}"
     assert "No such file or directory" not in done.stderr, done.stderr
 
