@@ -83,14 +83,17 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
     }
 
 
-def _write_bridge_config(layout: SandboxLayout) -> None:
+def _write_bridge_config(layout: SandboxLayout) -> bool:
+    """Write the sandbox's config; True when its content changed (running readers are stale)."""
     text = "# Bridge settings for the sandbox, written by `skbridge sandbox up`.\n" + yaml.safe_dump(
         bridge_config(layout), sort_keys=False)
+    before = layout.bridge_config.read_text(encoding="utf-8") if layout.bridge_config.exists() else None
     layout.bridge_config.write_text(text, encoding="utf-8")
     settings = load_settings(layout.bridge_config)
     ensure_nas_layout(settings.nas)
     (layout.nas_dir / "shared" / "datasets").mkdir(parents=True, exist_ok=True)
     (layout.nas_dir / "shared").chmod(0o755)
+    return before != text
 
 
 def _write_hook_wrappers(layout: SandboxLayout) -> dict[str, str]:
@@ -141,7 +144,11 @@ def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
     bin_dir = k8s_build.ensure_built(progress)
     images.ensure_images(progress)
     _ensure_reachable_by_job_users(skbridge_bin(), progress)
-    _write_bridge_config(layout)
+    if _write_bridge_config(layout):
+        # The watcher (and the hooks it serves) and the service read the config at start.
+        for reader in ("watcher", "serve"):
+            if daemons.stop(reader):
+                progress(f"bridge config changed: restarting {reader}")
     layout.slurm_dir.mkdir(parents=True, exist_ok=True)
     if slurm_cluster.write_config(layout, hooks=_write_hook_wrappers(layout)) and daemons.running("slurmctld"):
         progress("slurm.conf changed: restarting slurmctld and slurmd")
