@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from bridge.collect.results import read_status, results_dir
 from bridge.errors import BridgeError
 from bridge.kubernetes.access import ATTACH_KUBECONFIG
-from bridge.kubernetes.client import Kube, KubeError, load_client
+from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import collection_path, object_path
 from bridge.kubernetes.podstatus import job_termination
 from bridge.kubernetes.render import ObjectNames
@@ -134,8 +134,10 @@ def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | Non
                     return None
                 if obj.get("kind") == "Pod" and (obj.get("status") or {}).get("phase") in _TERMINAL:
                     return obj
-        except KubeError:
-            time.sleep(1.0)  # unreachable, or a broken watch: ask again from a fresh read
+        except BridgeError:
+            # Unreachable, a broken watch, or an API server just back whose RBAC cache has not
+            # yet loaded this job's Role (403): the container runs on, so ask again.
+            time.sleep(1.0)
 
 
 def _termination(pod: dict[str, Any]) -> tuple[int, str]:
