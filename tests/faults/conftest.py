@@ -24,5 +24,14 @@ def stop_daemon(sandbox: Sandbox) -> Iterator[Callable[[str], None]]:
     manager.up(sandbox.layout, lambda message: None)
 
 
-def restart(sandbox: Sandbox) -> None:
+def restart(sandbox: Sandbox, *, fresh_informers: bool = False) -> None:
+    """Start whatever is down again. After the API server itself was down, the scheduler and
+    the controller-manager may serve from stale caches for tens of seconds (their watches
+    back off before they list again): `fresh_informers` restarts them too, so the next test
+    meets a settled cluster rather than a requeue it did not cause."""
     manager.up(sandbox.layout, lambda message: None)
+    if fresh_informers:
+        daemons = Daemons(sandbox.layout)
+        for name in ("kube-scheduler", "kube-controller-manager"):
+            daemons.stop(name)
+        manager.up(sandbox.layout, lambda message: None)

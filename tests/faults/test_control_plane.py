@@ -24,7 +24,7 @@ def test_api_server_down_during_the_run_loses_no_output(jobs: Jobs, sandbox: San
     time.sleep(4)
     stop_daemon("kube-apiserver")  # the container runs on; attach's stream and watch break
     time.sleep(8)
-    restart(sandbox)
+    restart(sandbox, fresh_informers=True)
     assert jobs.wait_done(job_id, timeout_s=180) == ("COMPLETED", "0:0")
     assert _lines(jobs, "skbalice", job_id) == [f"line-{i}" for i in range(1, 26)], "every line once, in order"
     jobs.wait_no_objects(job_id, timeout_s=120)
