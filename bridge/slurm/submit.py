@@ -82,11 +82,17 @@ def sbatch_as_owner(
     argv += [f"--{name}={value}" for name, value in sorted((defaults or {}).items())]
     result = run_slurm(settings, argv, input_bytes=script, env=owner.clean_env(), user=owner.uid, group=owner.gid,
                        extra_groups=owner.groups, cwd="/")
-    job_id = result.stdout.strip().split(";")[0]
-    if not job_id.isdigit():
+    job_id = parsable_job_id(result.stdout)
+    if job_id is None:
         # It exited 0: the job may well exist. Only a tag lookup can tell.
         raise AmbiguousSlurmError(f"sbatch printed no job id: {result.stdout!r} {result.stderr!r}")
     return job_id
+
+
+def parsable_job_id(stdout: str) -> str | None:
+    """The job id `sbatch --parsable` printed (`ID` or `ID;cluster`), None when it printed none."""
+    job_id = stdout.strip().split(";")[0]
+    return job_id if job_id.isdigit() else None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from bridge.errors import BridgeError, PermanentError, TemporaryError
 from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
+from bridge.slurm.submit import parsable_job_id
 from bridge.userview.pod import pod_gone
 from bridge.userview.queue import SlurmJob, find_job
 from bridge.userview.results import STATUS_FILE, job_results_dir, read_json
@@ -28,8 +29,8 @@ def user_env() -> dict[str, str]:
 def submit_sbatch(settings: Settings, path: Path) -> str:
     """`sbatch --parsable FILE` as the calling user, from the current directory; the job id."""
     out = run_slurm(settings.slurm, ["sbatch", "--parsable", str(path.resolve())], env=user_env(), cwd=os.getcwd())
-    job_id = out.stdout.strip().split(";")[0]
-    if not job_id.isdigit():
+    job_id = parsable_job_id(out.stdout)
+    if job_id is None:
         raise PermanentError(f"sbatch printed no job id: {out.stdout.strip()!r} {out.stderr!r}")
     return job_id
 

@@ -7,36 +7,23 @@ import itertools
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.conftest import Sandbox
 from tests.ingest.conftest import make_watcher_run
+from tests.systemd_units import UNITS, unit_settings, verify_unit
 
-REPO = Path(__file__).resolve().parents[2]
-UNIT = REPO / "systemd" / "skbridge-watcher.service"
+UNIT = UNITS / "skbridge-watcher.service"
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    # The installed path does not exist on a test machine: verify the same unit run from here.
-    unit = tmp_path / UNIT.name
-    skbridge = Path(sys.executable).parent / "skbridge"
-    lines = [f"ExecStart={skbridge} watch" if line.startswith("ExecStart=") else line
-             for line in UNIT.read_text().splitlines()]
-    unit.write_text("\n".join(lines) + "\n")
-    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = verify_unit(UNIT, "watch", tmp_path)
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def test_the_unit_uses_the_hardening_that_fits_the_watcher() -> None:
-    settings = {}
-    for line in UNIT.read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            settings[key] = value
+    settings = unit_settings(UNIT)
     assert settings["NoNewPrivileges"] == "yes" and settings["PrivateTmp"] == "yes"
     assert settings["ProtectSystem"] in ("full", "strict")
     assert "/var/lib/slurm-k8s-bridge" in settings["ReadWritePaths"]

@@ -3,36 +3,21 @@ without enabling it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.systemd_units import UNITS, unit_settings, verify_unit
+
 REPO = Path(__file__).resolve().parents[2]
-UNIT = REPO / "systemd" / "skbridge-serve.service"
-
-
-def _settings() -> dict[str, str]:
-    found = {}
-    for line in UNIT.read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            found[key] = value
-    return found
+UNIT = UNITS / "skbridge-serve.service"
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    unit = tmp_path / UNIT.name
-    skbridge = Path(sys.executable).parent / "skbridge"
-    lines = [f"ExecStart={skbridge} serve" if line.startswith("ExecStart=") else line
-             for line in UNIT.read_text().splitlines()]
-    unit.write_text("\n".join(lines) + "\n")
-    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = verify_unit(UNIT, "serve", tmp_path)
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def test_the_unit_is_hardened_and_runs_the_service() -> None:
-    settings = _settings()
+    settings = unit_settings(UNIT)
     assert settings["ExecStart"].endswith("skbridge serve")
     assert settings["NoNewPrivileges"] == "yes" and settings["PrivateTmp"] == "yes"
     assert settings["ProtectSystem"] == "strict"
