@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from bridge.daemon.watcher import Watcher
 from bridge.errors import BridgeError
-from bridge.ingest.daemon import Watcher
 from bridge.log import configure_logging, get_logger
 from bridge.settings import load_settings
 
