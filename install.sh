@@ -183,7 +183,10 @@ if [ "$no_systemd" = 0 ] && command -v systemctl >/dev/null && [ -d /run/systemd
   record "$UNIT_DIR/skbridge-serve.service"
   run systemctl daemon-reload
 else
-  say "systemd not running here: start the watcher yourself with: $PREFIX/bin/skbridge watch"
+  # No systemd: a watcher already running (an upgrade) is told to reload, which re-executes it
+  # in place on the code just installed; the command waits until its hooks answer as that version.
+  run "$PREFIX/bin/skbridge" admin reload --if-running
+  say "systemd not running here: if no watcher runs, start it yourself with: $PREFIX/bin/skbridge watch"
 fi
 
 say ""

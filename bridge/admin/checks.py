@@ -447,7 +447,7 @@ def _config_fresh(ctx: Context) -> str:
     if info.get("config_sha256") != config_digest(config):
         raise Failed(f"{config} changed after the watcher (pid {info.get('pid')}) read "
                      f"{info.get('config_path')}: its hooks still use the old settings",
-                     "systemctl restart skbridge-watcher")
+                     "systemctl reload skbridge-watcher (or kill -HUP the watcher's pid)")
     return f"pid {info.get('pid')} runs with {config} as it is now"
 
 

@@ -76,7 +76,8 @@ def config_reference() -> str:
              "in step). The file is `/etc/slurm-k8s-bridge/config.yaml` (or `$SKBRIDGE_CONFIG`); every key",
              "may be overridden by `SKBRIDGE_<SECTION>__<KEY>`. Units are in the names (`_s` seconds,",
              "`_mib` MiB, `_bytes` bytes). A changed file reaches the running watcher (and the hooks it",
-             "serves) when it restarts: `systemctl restart skbridge-watcher`.", ""]
+             "serves) when it reloads: `systemctl reload skbridge-watcher` (SIGHUP; a file that does not load",
+             "is refused and logged, and the watcher keeps the config it has).", ""]
     top: list[tuple[str, Any, str]] = []
     for name, field in Settings.model_fields.items():
         value = field.get_default(call_default_factory=True)

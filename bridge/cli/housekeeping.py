@@ -1,4 +1,4 @@
-"""`skbridge admin retention|usage`: what the NAS holds per user, and what retention removes."""
+"""`skbridge admin retention|usage|reload`: what the NAS holds per user, what retention removes, and a watcher reload."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.table import Table
 from bridge.cli.admin import ConfigOption, _settings
 from bridge.errors import BridgeError
 
-admin_app = typer.Typer(help="Housekeeping for admins: results usage and retention.", no_args_is_help=True)
+admin_app = typer.Typer(help="Housekeeping for admins: results usage, retention, reloading the watcher.", no_args_is_help=True)
 
 
 def _size(size_bytes: int) -> str:
@@ -77,3 +77,36 @@ def retention(
         typer.echo(f"skbridge: could not remove {error}", err=True)
     if errors:
         raise typer.Exit(1)
+
+
+@admin_app.command("reload")
+def reload(
+    config: Path | None = ConfigOption,
+    if_running: bool = typer.Option(False, "--if-running", help="No watcher running is fine (exit 0)."),
+    timeout_s: float = typer.Option(120.0, "--timeout-s", help="How long to wait for the watcher to come back."),
+) -> None:
+    """Make the running watcher take the config file and the code installed now, and wait until it has.
+
+    Under systemd this is what `systemctl reload skbridge-watcher` does (SIGHUP); this command
+    also waits until the watcher's hook server answers with the config digest and version on
+    disk. A config that does not load is refused here, before anything is signalled.
+    Exit codes: 0 reloaded (or --if-running and none runs), 1 it did not come back in time,
+    2 the config does not load, no watcher runs, or the lock's holder is not a watcher.
+    """
+    from bridge.admin.reload import reload_watcher
+    from bridge.errors import TemporaryError
+
+    settings = _settings(config)
+    try:
+        done = reload_watcher(settings, config, timeout_s=timeout_s)
+    except TemporaryError as exc:
+        typer.echo(f"skbridge admin reload: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except BridgeError as exc:
+        typer.echo(f"skbridge admin reload: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if done is None:
+        typer.echo(f"no watcher holds {settings.ingest.lock_path}" + ("; nothing to reload" if if_running else ""),
+                   err=not if_running)
+        raise typer.Exit(0 if if_running else 2)
+    typer.echo(f"watcher pid {done.pid} runs version {done.version} with {done.config_path or 'its defaults'}")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 
 from bridge import systemd
@@ -27,7 +29,7 @@ from bridge.ingest.layout import ensure_user_folders
 from bridge.ingest.pipeline import Ingestor, Outcome
 from bridge.kubernetes.client import load_client
 from bridge.log import get_logger
-from bridge.settings import Settings
+from bridge.settings import Settings, config_file_in_effect, load_settings
 
 log = get_logger(component="watcher")
 
@@ -57,14 +59,21 @@ class InstanceLock:
 
 
 class Watcher:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None) -> None:
         self._settings = settings
+        self._config_path = config_file_in_effect(config_path)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._reload_asked = threading.Event()
+        self.reload_on_exit = False
         self._in_flight: dict[str, Future[Outcome]] = {}
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_asked.set()
         self._wake.set()
 
     def install_signal_handlers(self) -> None:
@@ -72,8 +81,35 @@ class Watcher:
             log.info("stopping", signal=signal.Signals(signum).name)
             self.request_stop()
 
+        def reload_handler(_signum: int, _frame: FrameType | None) -> None:
+            self.request_reload()
+
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGHUP, reload_handler)
+
+    def _reload_if_asked(self) -> None:
+        """SIGHUP (`systemctl reload`): a config that loads means a graceful stop and re-exec.
+
+        Re-executing, rather than swapping settings inside the running process, makes a reload
+        reach everything that read the settings at start (paths, the socket, the pools) and the
+        code installed now (an upgrade), through the same start-up path a restart takes. A config
+        that does not load leaves the watcher running on the old one and says why.
+        """
+        if not self._reload_asked.is_set():
+            return
+        self._reload_asked.clear()
+        try:
+            load_settings(self._config_path)
+        except BridgeError as exc:
+            log.error("reload refused: the config does not load; still running with the previous one",
+                      config=str(self._config_path), error=str(exc))
+            return
+        log.info("reloading: finishing work in progress, then starting again with the config and code now installed",
+                 config=str(self._config_path))
+        systemd.notify("RELOADING=1")
+        self.reload_on_exit = True
+        self.request_stop()
 
     def run(self) -> None:
         settings = self._settings
@@ -180,6 +216,9 @@ class Watcher:
         watchdog_s = systemd.watchdog_interval_s()
         while not self._stop.is_set():
             self._wake.clear()
+            self._reload_if_asked()
+            if self._stop.is_set():
+                break
             for entry_id in [eid for eid, fut in self._in_flight.items() if fut.done()]:
                 del self._in_flight[entry_id]
             if time.monotonic() >= next_journal_check:
@@ -220,3 +259,11 @@ class Watcher:
             return
         if made:
             log.info("drop folders created", users=[path.name for path in made])
+
+
+def reexec_in_place() -> None:
+    """Replace this process with a fresh start of the same command (same pid, so systemd keeps
+    tracking it; the instance lock and the hook socket are released by the exit of the old image)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - our own argv, no shell

@@ -25,10 +25,12 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bridge import installed_version
 from bridge.hooks.entry import HookBody, open_hook_log, run_hook_body
 from bridge.hooks.fastpath import ask_hook_server
 from bridge.hooks.prolog import client_startup_s
@@ -58,6 +60,8 @@ class HookServer:
         # The settings were loaded from this file at start; a later edit needs a restart.
         self._config_path = config_file_in_effect()
         self._config_sha256 = config_digest(self._config_path)
+        # Tells a reload (same pid, fresh image) from the server that was there before it.
+        self._started_at = time.time()
 
     def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +104,8 @@ class HookServer:
         if hook == "info":
             # Which config the served hooks use: `skbridge test-suite` compares it with the file now.
             return {"exit_code": 0, "config_path": str(self._config_path) if self._config_path else None,
-                    "config_sha256": self._config_sha256, "pid": os.getpid()}
+                    "config_sha256": self._config_sha256, "pid": os.getpid(), "version": installed_version(),
+                    "started_at": self._started_at}
         job_id = str(request.get("job_id") or "")
         body = _bodies().get(str(hook))
         if body is None or not job_id.isdigit():
