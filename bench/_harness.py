@@ -110,6 +110,7 @@ class PrivateWatcher:
             "SKBRIDGE_INGEST__REAPER_INTERVAL_S": "3600",
             # slurmctld's hooks stay with the sandbox's own watcher.
             "SKBRIDGE_SLURM__HOOK_SOCKET_PATH": str(self.root / "hooks.sock"),
+            "SKBRIDGE_METRICS__PORT": "0",  # the sandbox's own watcher serves /metrics on the configured port
             **self.overrides,
         }
         ensure_nas_layout(self.settings.nas)

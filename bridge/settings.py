@@ -228,6 +228,14 @@ class ServiceSettings(_Section):
                                "Slurm time on")
 
 
+class MetricsSettings(_Section):
+    """The watcher's Prometheus endpoint (`/metrics`); `skbridge serve` exports its own on the service's port."""
+
+    listen_address: str = Field(default="127.0.0.1", description="Address the watcher's /metrics listens on "
+                                "(loopback unless Prometheus scrapes from another host); empty: no endpoint")
+    port: int = Field(default=9642, ge=0, le=65535, description="TCP port of the watcher's /metrics; 0: no endpoint")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKBRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -238,6 +246,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Least severe level logged")
     hook_log_path: Path = Field(default=Path("/var/log/slurm-k8s-bridge/hooks.log"),
                                 description="JSON log of the Slurm hooks (slurmctld discards their output)")

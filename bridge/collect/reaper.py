@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from bridge import metrics
 from bridge.collect.collector import collect_pod, write_checksums, write_documents
 from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, run_as_user
@@ -167,6 +168,8 @@ def reap_once(settings: Settings, kube: Kube, *, grace_s: float, now: float | No
             except OSError as exc:
                 log.warning("results folder unwritable; removing anyway", error=str(exc))
             deleted = delete_objects(kube, job.refs, grace_period_s=0)
+            for ref in deleted:
+                metrics.REAPED_OBJECTS.labels(ref.kind).inc()
             left = wait_gone(kube, job.refs, timeout_s=10)
             log.info("reaped", reason=reason, objects=[str(r) for r in deleted],
                      still_present=[str(r) for r in left] or None)

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 
-from bridge import systemd
+from bridge import metrics, systemd
 from bridge.collect.reaper import reap_once
 from bridge.collect.retention import retention_pass
 from bridge.errors import BridgeError, ConfigError
@@ -126,7 +126,8 @@ class Watcher:
         reaper.start()
         threading.Thread(target=self._retain_forever, name="retention", daemon=True).start()
         try:
-            with serving_hooks(settings):
+            metrics.track_journal(lambda: [entry.created_at for entry in journal.open_entries()])
+            with serving_hooks(settings), metrics.serving_metrics(settings.metrics.listen_address, settings.metrics.port):
                 self._recover(ingestor, pool)
                 systemd.notify("READY=1")
                 log.info("watching", folder=str(settings.nas.submit_dir), poll_interval_s=ingest.poll_interval_s,
@@ -150,9 +151,12 @@ class Watcher:
                 if kube is None:
                     kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
                 reap_once(settings, kube, grace_s=settings.ingest.reaper_grace_s)
+                metrics.REAPER_PASSES.labels("ok").inc()
             except BridgeError as exc:
+                metrics.REAPER_PASSES.labels("skipped").inc()
                 reaper_log.warning("reaper pass skipped", error=str(exc))
             except Exception:
+                metrics.REAPER_PASSES.labels("failed").inc()
                 reaper_log.exception("reaper pass failed")
 
     def _retain_forever(self) -> None:
@@ -216,6 +220,7 @@ class Watcher:
         watchdog_s = systemd.watchdog_interval_s()
         while not self._stop.is_set():
             self._wake.clear()
+            metrics.HEARTBEAT.set_to_current_time()
             self._reload_if_asked()
             if self._stop.is_set():
                 break
@@ -233,7 +238,7 @@ class Watcher:
                     if self._stop.is_set() or len(self._in_flight) >= capacity:
                         break
                     try:
-                        claimed = ingestor.claim(name)
+                        claimed = ingestor.claim(name, complete_since_s=scanner.complete_since_s(name))
                     except OSError as exc:
                         log.error("cannot claim file; will retry", file=os.fsdecode(name), error=exc.strerror)
                         continue

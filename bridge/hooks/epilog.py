@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from bridge import metrics
 from bridge.collect.collector import (
     RESULTS_SUBDIR,
     Collected,
@@ -44,6 +45,7 @@ log = get_logger(component="epilog")
 def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | None = None) -> int:
     """Collect, then tear down: teardown runs whatever collecting did (item: nothing leaks
     because a user made their results folder unwritable or the NAS is full)."""
+    started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(job_id=job_id):
         try:
             script = read_batch_script(settings.slurm, job_id)
@@ -57,6 +59,7 @@ def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
             kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
         except BridgeError as exc:
             log.error("Kubernetes unavailable; the reaper will collect and clean up", error=str(exc))
+            _epilog_done("kube_unavailable", started)
             return 1
         if allocation is not None:
             try:
@@ -66,7 +69,13 @@ def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
                 log.exception("collecting failed; tearing down anyway")
                 _record_collect_failure(settings, allocation, f"{type(exc).__name__}: {exc}")
         left = teardown(settings, kube, job_id)
+        _epilog_done("objects_left" if left else "clean", started)
         return 1 if left else 0
+
+
+def _epilog_done(outcome: str, started: float) -> None:
+    metrics.EPILOG_OUTCOMES.labels(outcome).inc()
+    metrics.EPILOG_SECONDS.observe(time.perf_counter() - started)
 
 
 def _allocation(settings: Settings, job_id: str, hook_env: Mapping[str, str] | None) -> JobAllocation | None:
@@ -146,6 +155,11 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
 
 def teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
     """Delete every object of every attempt of the job, then check they are gone."""
+    with metrics.TEARDOWN_SECONDS.time():
+        return _teardown(settings, kube, job_id)
+
+
+def _teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
     namespace = settings.kubernetes.namespace
     deadline = time.monotonic() + settings.kubernetes.teardown_timeout_s
     refs: list[ObjectRef] = []

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from bridge import metrics
 from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
@@ -61,16 +62,24 @@ client_startup_s: ContextVar[float | None] = ContextVar("skbridge_client_startup
 
 @dataclass
 class PrologTimings:
-    """Where the hook's time goes (reported in the log and by the benchmark)."""
+    """Where the hook's time goes (reported in the log, the metrics and by the benchmark), and how it ended."""
 
     marks: dict[str, float] = field(default_factory=dict)
     _last: float = field(default_factory=time.perf_counter)
+    _started: float = field(default_factory=time.perf_counter)
+    # For the metrics: a closed set each (bridge.metrics.PROLOG_OUTCOME_VALUES, REQUEUE_CAUSES).
+    outcome: str = "skipped"
+    requeue_cause: str | None = None
 
     def __post_init__(self) -> None:
         # Interpreter start-up and imports happen before this object exists: count them too.
         # Served by the watcher, that is the thin client's start-up and its handing over.
         handed_over = client_startup_s.get()
         self.marks["python_startup"] = round(process_age_s() if handed_over is None else handed_over, 4)
+
+    def total_s(self) -> float:
+        """Start-up (or handing over) included."""
+        return time.perf_counter() - self._started + self.marks["python_startup"]
 
     def mark(self, name: str) -> None:
         now = time.perf_counter()
@@ -81,11 +90,23 @@ class PrologTimings:
 def run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | None = None) -> int:
     """`hook_env`: slurmctld's variables for the job (the process's own when None)."""
     timings = PrologTimings()
+    try:
+        code = _run_prolog(settings, job_id, hook_env, timings)
+    except BaseException:
+        timings.outcome = "crashed"
+        raise
+    finally:
+        metrics.prolog_done(timings.outcome, timings.requeue_cause, timings.marks, timings.total_s())
+    return code
+
+
+def _run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | None, timings: PrologTimings) -> int:
     with structlog.contextvars.bound_contextvars(job_id=job_id):
         try:
             script = read_batch_script(settings.slurm, job_id)
         except TemporaryError as exc:
             log.error("cannot read the job script; requeue", error=str(exc))
+            timings.outcome = "requeued"
             return EXIT_REQUEUE
         except PermanentError as exc:
             log.error("cannot read the job script; leaving the job alone", error=str(exc))
@@ -108,16 +129,20 @@ def run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
         except IdentityError as exc:
             log.error("job refused: its owner is not established", error=str(exc))
             _admin_comment(settings, job_id, f"skbridge rejected: {exc}")
+            timings.outcome = "rejected"
             return EXIT_OK
         except BridgeError as exc:
             log.error("cannot ask Slurm who owns the job; requeue", error=str(exc))
+            timings.outcome = "requeued"
             return EXIT_REQUEUE
         try:
             allocation = read_allocation(settings.slurm, job_id, owner, env)
         except AmbiguousJobRecord as exc:
+            timings.outcome = "rejected"
             return _refuse_unreadable(settings, job_id, owner, str(exc))
         except BridgeError as exc:
             log.error("cannot read the allocation; requeue", error=str(exc))
+            timings.outcome = "requeued"
             return EXIT_REQUEUE
         timings.mark("slurm_allocation")
         code = _prolog_for(settings, allocation, strip_launcher(script), timings)
@@ -151,16 +176,18 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     def reject(reason: str) -> int:
         """For good: the job runs its launcher, which prints the reason and fails."""
         log.warning("job rejected", reason=reason)
+        timings.outcome = "rejected"
         note("rejected", reason)
         _admin_comment(settings, allocation.job_id, f"skbridge rejected: {reason}")
         return EXIT_OK
 
-    def requeue(reason: str, *, admin_problem: bool = False) -> int:
+    def requeue(reason: str, *, cause: str, admin_problem: bool = False) -> int:
         """Try again later. An admin's problem (broken template, refused credential) hits every
         job alike: those jobs stay queued until it is fixed instead of using up their attempts."""
         if not admin_problem and allocation.restart_count + 1 >= kube_settings.max_prolog_attempts:
             return reject(f"{reason} (gave up after {allocation.restart_count + 1} attempts)")
         log.warning("requeue", reason=reason)
+        timings.outcome, timings.requeue_cause = "requeued", cause
         note("requeued", reason)
         _admin_comment(settings, allocation.job_id, f"skbridge requeued: {reason}")
         return EXIT_REQUEUE
@@ -179,7 +206,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     except ConfigError as exc:
         # An admin's template mistake hits every job: keep jobs queued until it is fixed.
         log.error("Pod template broken", error=str(exc))
-        return requeue(f"the bridge's Pod template is broken: {exc}", admin_problem=True)
+        return requeue(f"the bridge's Pod template is broken: {exc}", cause="pod_template", admin_problem=True)
     structlog.contextvars.bind_contextvars(pod=rendered.names.pod)
     timings.mark("render")
     try:
@@ -187,9 +214,10 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         _remove_previous_attempts(kube, settings, allocation)
         timings.mark("kube_connect_cleanup")
     except ConfigError as exc:
-        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", admin_problem=True)
+        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", cause="kube_credential",
+                       admin_problem=True)
     except BridgeError as exc:
-        return requeue(f"Kubernetes API unavailable: {exc}")
+        return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable")
     made: list[Made] = []
     try:
         create_objects(kube, rendered, kube_settings.namespace, made,
@@ -209,22 +237,24 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         return reject(f"Kubernetes refused the job's objects: {exc}")
     except ConfigError as exc:
         _cleanup(kube, settings, allocation, made)
-        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", admin_problem=True)
+        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", cause="kube_credential",
+                       admin_problem=True)
     except BridgeError as exc:
         _cleanup(kube, settings, allocation, made)
-        return requeue(str(exc))
+        return requeue(str(exc), cause="kube_error")
     except BaseException:
         # A bug must never leave a half-made set of objects behind.
         _cleanup(kube, settings, allocation, made)
         raise
     if not verdict.ready:
         _cleanup(kube, settings, allocation, made)
-        return reject(verdict.reason) if verdict.permanent else requeue(verdict.reason)
+        return reject(verdict.reason) if verdict.permanent else requeue(verdict.reason, cause="pod_not_ready")
     node = allocation.node
     note("running", "", pod=rendered.names.pod, node=node.node, cpus=node.cpus, memory_mib=node.memory_mib,
          gpus=node.gpus, gpu_type=node.gpu_type, gpu_indices=list(node.gpu_indices),
          # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
          also_write={"manifest.yaml": rendered.manifest_yaml.encode("utf-8")})
+    timings.outcome = "ready"
     return EXIT_OK
 
 

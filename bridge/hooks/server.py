@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bridge import installed_version
+from bridge import installed_version, metrics
 from bridge.hooks.entry import HookBody, open_hook_log, run_hook_body
 from bridge.hooks.fastpath import ask_hook_server
 from bridge.hooks.prolog import client_startup_s
@@ -114,10 +114,12 @@ class HookServer:
         token = client_startup_s.set(float(startup) if isinstance(startup, (int, float)) else None)
         try:
             # The hook's lines go to the hooks' log, as when slurmctld runs it as a process.
-            with log_stream(self._hook_log):
+            with log_stream(self._hook_log), metrics.HOOKS_IN_FLIGHT.labels(str(hook)).track_inprogress():
                 job_env = request.get("job_env")
-                return run_hook_body(str(hook), body, self._settings, job_id,
+                code = run_hook_body(str(hook), body, self._settings, job_id,
                                      job_env if isinstance(job_env, dict) else {}, served_by="watcher")
+            metrics.HOOK_REQUESTS.labels(str(hook), str(code)).inc()
+            return code
         finally:
             client_startup_s.reset(token)
 

@@ -137,6 +137,11 @@ class SubmitScanner:
     def forget(self, name: bytes) -> None:
         self._seen.pop(name, None)
 
+    def complete_since_s(self, name: bytes) -> float | None:
+        """When `name` was first seen as it is now (the clock's time), None if not tracked."""
+        seen = self._seen.get(name)
+        return None if seen is None else seen.stable_since_s
+
     def next_check_in_s(self) -> float | None:
         """How soon a file being settled by inotify could become ready (None: nothing pending)."""
         if self._next_due_s is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bridge import metrics
 from bridge.errors import BridgeError, PermanentError, TemporaryError
 from bridge.ingest.filecheck import FileNotReadyError, read_job_file
 from bridge.ingest.jobfile import Problem, parse_job_text, render_report
@@ -120,11 +121,16 @@ class Ingestor:
         self._accepted = os.fsencode(nas.accepted_dir)
         self._failed = os.fsencode(nas.failed_dir)
         self._reject_lock = threading.Lock()
+        # entry id -> when the scanner first saw its file complete (monotonic): the pickup latency's start.
+        self._complete_since_s: dict[str, float] = {}
 
     # -- claiming -----------------------------------------------------------------------
 
-    def claim(self, relative: bytes) -> Entry | None:
+    def claim(self, relative: bytes, *, complete_since_s: float | None = None) -> Entry | None:
         """Rename submit/[FOLDER/]NAME into processing/ and journal it; None if it is gone already.
+
+        `complete_since_s`: when the file was first seen complete (time.monotonic()), for the
+        pickup-latency metric.
 
         The entry (with the folder's owner and mode, read from the very directory the file is
         renamed out of) is journaled before the rename: a crash in between leaves an entry whose
@@ -158,6 +164,9 @@ class Ingestor:
                 os.close(dst_fd)
         finally:
             os.close(src_fd)
+        metrics.FILES_SEEN.inc()
+        if complete_since_s is not None:
+            self._complete_since_s[entry.id] = complete_since_s
         return entry
 
     def recover(self) -> list[Entry]:
@@ -257,6 +266,7 @@ class Ingestor:
             os.close(dir_fd)
         if facts is not None and facts.vanished:
             self.journal.set_state(entry.id, EntryState.FAILED, reason="file vanished from processing/")
+            self._complete_since_s.pop(entry.id, None)
             return Outcome(EntryState.FAILED)
         file_uid = facts.uid if facts is not None else None
         folder_problem = self._folder_problem(entry, file_uid)
@@ -325,10 +335,12 @@ class Ingestor:
         self.journal.set_state(entry.id, EntryState.SUBMITTING, count_attempt=True, clear_absent=True)
         nas_home = self._settings.nas.home_root / owner.name
         workdir = nas_home if nas_home.is_dir() else owner.home
+        started = time.perf_counter()
         try:
             job_id = sbatch_as_owner(self._settings.slurm, owner, script, tag=tag_for(entry.id), workdir=workdir,
                                      defaults=defaults)
         except TemporaryError as exc:
+            metrics.SBATCH_SECONDS.labels("unknown").observe(time.perf_counter() - started)
             # Cut off, timed out, "Socket timed out", "Zero Bytes were transmitted", connection
             # reset, or even a plain "not now": sbatch may have reached slurmctld, so the entry
             # stays "submitting" and the tag is looked up before anything is sent again.
@@ -336,6 +348,7 @@ class Ingestor:
                         error=str(exc))
             return self._wait(entry, str(exc), state=EntryState.SUBMITTING)
         except PermanentError as exc:
+            metrics.SBATCH_SECONDS.labels("refused").observe(time.perf_counter() - started)
             # slurmctld answered "no". (It may still record the refused job in accounting as
             # FAILED, so a tag lookup here would find a job that never was: none is made.)
             log.info("Slurm rejected the job", error=str(exc))
@@ -343,6 +356,10 @@ class Ingestor:
                                                  "a job Slurm accepts",
                                                  "fix the #SBATCH options Slurm names above, then drop the file again")],
                                 uid=owner.uid)
+        metrics.SBATCH_SECONDS.labels("ok").observe(time.perf_counter() - started)
+        complete_since_s = self._complete_since_s.pop(entry.id, None)
+        if complete_since_s is not None:
+            metrics.PICKUP_SECONDS.observe(time.monotonic() - complete_since_s)
         self.journal.set_state(entry.id, EntryState.SUBMITTED, job_id=job_id)
         return self._finish_accepted(entry, job_id)
 
@@ -365,6 +382,7 @@ class Ingestor:
             final = _move_no_clobber(self._processing, source, self._accepted, job_id.encode() + b"-" + entry.name)
             log.info("accepted", job_id=job_id, accepted=os.fsdecode(final))
         self.journal.set_state(entry.id, EntryState.ACCEPTED, job_id=job_id)
+        metrics.FILES_ACCEPTED.inc()
         return Outcome(EntryState.ACCEPTED, job_id)
 
     def _reject(self, entry: Entry, problems: list[Problem], *, uid: int | None) -> Outcome:
@@ -375,9 +393,11 @@ class Ingestor:
             target = _free_name(self._failed, entry.name, companion=b".error")
             self.journal.set_state(entry.id, EntryState.REJECTING, reason=report, target=target)
         log.info("rejected", problems=[p.code for p in problems], failed=os.fsdecode(target))
+        metrics.file_rejected(problems)
         return self._finish_rejected(entry.id, target, report, uid)
 
     def _finish_rejected(self, entry_id: str, target: bytes, report: str, uid: int | None) -> Outcome:
+        self._complete_since_s.pop(entry_id, None)
         entry = self.journal.get(entry_id)
         assert entry is not None
         if uid is None:  # resuming after a restart: the file itself still says whose it is

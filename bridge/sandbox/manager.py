@@ -50,6 +50,9 @@ def _ensure_reachable_by_job_users(path: Path, progress: ProgressFn) -> None:
             progress(f"let job users reach {path} (o+x on {parent})")
 
 
+SANDBOX_METRICS_PORT = 9642
+
+
 def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
     return {
         "nas": {
@@ -80,6 +83,8 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
         # One road: a plain script or `sbatch --wrap` runs in the job image too; root's own jobs
         # (the plain-Slurm baselines) stay on the host.
         "policy": {"allowed_registries": SANDBOX_REGISTRIES, "default_image": images.JOB_IMAGE},
+        # The watcher's /metrics on loopback, where the tests scrape it (tests/jobs/test_watcher_metrics.py).
+        "metrics": {"listen_address": "127.0.0.1", "port": SANDBOX_METRICS_PORT},
     }
 
 

@@ -147,6 +147,7 @@ def make_watcher_run(sandbox: Sandbox, **overrides: str) -> WatcherRun:
         # sets a default image; tests/jobs/test_one_road.py covers that road).
         "SKBRIDGE_POLICY__DEFAULT_IMAGE": "",
         "SKBRIDGE_SLURM__SKBRIDGE_PATH": SKBRIDGE,
+        "SKBRIDGE_METRICS__PORT": "0",  # the sandbox's own watcher serves /metrics on the configured port
         **overrides,
     }
     run = WatcherRun(sandbox=sandbox, root=root, env=env)
