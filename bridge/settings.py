@@ -104,6 +104,10 @@ class KubernetesSettings(_Section):
     namespace: str = Field(default="slurm-bridge", description="Namespace of every per-job object; must match deploy/kubernetes")
     pod_template: Path | None = Field(default=None, description="Jinja2 Pod template; None = the shipped pod-template.yaml")
     node_map: dict[str, str] = Field(default_factory=dict, description="Slurm node -> Kubernetes node; identity when absent")
+    node_label: str | None = Field(
+        default=None, description="A Kubernetes node label whose value is the Slurm node's name (e.g. "
+                                  "slurm.schedmd.com/node): a Slurm node without a node_map entry maps to the one "
+                                  "Kubernetes node carrying it; null: same name")
     gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource name of GPUs on the nodes")
     gpu_mode: Literal["count", "indices"] = Field(
         default="count", description="count: request N GPUs from the device plugin; indices: pass Slurm's indices")

@@ -28,11 +28,19 @@ from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
 from bridge.errors import BridgeError, TemporaryError
 from bridge.kubernetes.client import Kube
 from bridge.kubernetes.objects import KIND_ORDER, ObjectRef, collection_path, delete_objects, wait_gone
-from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, LABEL_USER, MANAGED_BY
+from bridge.kubernetes.render import (
+    LABEL_ARRAY_JOB_ID,
+    LABEL_ARRAY_TASK_ID,
+    LABEL_JOB_ID,
+    LABEL_MANAGED_BY,
+    LABEL_USER,
+    MANAGED_BY,
+)
 from bridge.log import get_logger
 from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
 from bridge.slurm.identity import IdentityError, verify_owner
+from bridge.slurm.jobinfo import array_task_name
 
 log = get_logger(component="reaper")
 
@@ -47,6 +55,7 @@ class JobObjects:
     refs: list[ObjectRef] = field(default_factory=list)
     pods: list[str] = field(default_factory=list)
     newest_created: float = 0.0
+    results_name: str = ""  # `<arrayjob>_<task>` for an array task's objects, else the job id
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,8 @@ def bridge_objects(kube: Kube, namespace: str) -> dict[str, JobObjects]:
             group = jobs[job_id]
             group.job_id = job_id
             group.user = group.user or labels.get(LABEL_USER)
+            group.results_name = group.results_name or array_task_name(
+                labels.get(LABEL_ARRAY_JOB_ID, ""), labels.get(LABEL_ARRAY_TASK_ID, "")) or job_id
             group.refs.append(ObjectRef(kind, item["metadata"]["name"], item["metadata"].get("namespace")))
             group.newest_created = max(group.newest_created, _created(item))
             if kind == "Pod":
@@ -129,7 +140,7 @@ def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: 
         log.warning("owner not a lab account on this host; nothing collected", user=job.user, error=str(exc))
         return
     uid, gid = owner.uid, owner.gid
-    job_dir = ensure_results_dir(settings.nas, job.user, uid, gid, job.job_id)
+    job_dir = ensure_results_dir(settings.nas, job.user, uid, gid, job.results_name or job.job_id)
     if (job_dir / SUMMARY_FILE).exists():
         return  # the epilog collected; only its teardown was missing
     pod = sorted(job.pods)[-1]

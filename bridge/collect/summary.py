@@ -37,7 +37,12 @@ def build_summary(
         "image": image,
         "pod": ran.get("pod") or ((collected.pod or {}).get("metadata") or {}).get("name"),
         "node": slurm_node,
-        "kubernetes_node": kube_node_of.get(slurm_node, slurm_node) if slurm_node else None,
+        # The node the prolog pinned the Pod to (bridge.kubernetes.nodemap), else the node map's word.
+        "kubernetes_node": ran.get("kube_node") or (kube_node_of.get(slurm_node, slurm_node) if slurm_node else None),
+        "array_job_id": ran.get("array_job_id") or (allocation.array_job_id if allocation and allocation.array_task_id
+                                                    else None),
+        "array_task_id": ran.get("array_task_id") or (allocation.array_task_id if allocation and
+                                                      allocation.array_task_id else None),
         "cpus": ran.get("cpus", node.cpus if node else None),
         "memory_mib": ran.get("memory_mib", node.memory_mib if node else None),
         "gpus": {"count": ran.get("gpus", node.gpus if node else 0), "type": ran.get("gpu_type"),

@@ -28,6 +28,7 @@ from bridge.kubernetes.objects import collection_path, object_path
 from bridge.kubernetes.podstatus import job_termination
 from bridge.kubernetes.render import ObjectNames
 from bridge.settings import Settings
+from bridge.slurm.jobinfo import array_task_name
 
 EXIT_REJECTED = 1
 EXIT_LOST = 1
@@ -165,9 +166,11 @@ def _stop_pod(kube: Kube, namespace: str, pod: str, grace_s: int) -> None:
 
 
 def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, out: BinaryIO | None = None,
-               signals: _Signals | None = None) -> int:
+               signals: _Signals | None = None, results_name: str | None = None) -> int:
+    """`results_name`: the job's folder in results/<user>/ (`<arrayjob>_<task>` for an array
+    task); the job id when None."""
     out = out or sys.stdout.buffer
-    job_dir = results_dir(settings.nas, user, job_id)
+    job_dir = results_dir(settings.nas, user, results_name or job_id)
     status = read_status(job_dir) or {}
     if status.get("state") == "rejected":
         _say(out, f"the bridge rejected job {job_id}: {status.get('reason')}")
@@ -217,6 +220,8 @@ def attach_main(settings: Settings) -> int:
     job_id = os.environ.get("SLURM_JOB_ID", "")
     user = os.environ.get("SLURM_JOB_USER") or os.environ.get("USER", "")
     restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    # slurmd sets these for an array task's batch step; the prolog's folder is named after them.
+    results_name = array_task_name(os.environ.get("SLURM_ARRAY_JOB_ID", ""), os.environ.get("SLURM_ARRAY_TASK_ID", ""))
     if not job_id:
         print("skbridge attach: run by Slurm as a bridge job's batch step (SLURM_JOB_ID is unset)", file=sys.stderr)
         return 2
@@ -224,7 +229,7 @@ def attach_main(settings: Settings) -> int:
     signals = _Signals()
     signal.signal(signal.SIGTERM, signals.handler)
     signal.signal(signal.SIGINT, signals.handler)
-    return run_attach(settings, job_id, user, restart, signals=signals)
+    return run_attach(settings, job_id, user, restart, signals=signals, results_name=results_name or None)
 
 
 def attach_command(config: Path | None) -> int:

@@ -116,7 +116,8 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
     structlog.contextvars.bind_contextvars(user=allocation.user)
     uid, gid = allocation.uid, allocation.gid
     records = JobRecords(settings.job_records_dir)
-    job_dir = ensure_results_dir(settings.nas, allocation.user, uid, gid, allocation.job_id)
+    # results/<user>/<jobid>/, or <arrayjob>_<task>/ for an array task (the prolog's folder).
+    job_dir = ensure_results_dir(settings.nas, allocation.user, uid, gid, allocation.results_name)
     # The Pod of the attempt that ran (a requeued job's restart count has moved on already),
     # from root's record; its labels must name this job and this user.
     pod_name = str(records.last_run(allocation.job_id).get("pod") or

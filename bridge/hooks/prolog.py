@@ -28,6 +28,7 @@ from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import has_launcher, strip_launcher
 from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
 from bridge.kubernetes.client import Kube, KubeRejected, load_client
+from bridge.kubernetes.nodemap import NodeMappingError, kube_node_for
 from bridge.kubernetes.objects import (
     Made,
     attempt_selector,
@@ -45,6 +46,7 @@ from bridge.slurm.identity import IdentityError, JobOwner, hook_environment, own
 from bridge.slurm.jobinfo import (
     AmbiguousJobRecord,
     JobAllocation,
+    array_of_env,
     complete_hook_env,
     read_allocation,
     read_batch_script,
@@ -139,7 +141,8 @@ def _run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | N
             allocation = read_allocation(settings.slurm, job_id, owner, env)
         except AmbiguousJobRecord as exc:
             timings.outcome = "rejected"
-            return _refuse_unreadable(settings, job_id, owner, str(exc))
+            array = array_of_env(env)
+            return _refuse_unreadable(settings, job_id, owner, str(exc), "_".join(array) if array else job_id)
         except BridgeError as exc:
             log.error("cannot read the allocation; requeue", error=str(exc))
             timings.outcome = "requeued"
@@ -150,12 +153,13 @@ def _run_prolog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | N
         return code
 
 
-def _refuse_unreadable(settings: Settings, job_id: str, owner: JobOwner, reason: str) -> int:
-    """Slurm's record of the job reads two ways: refuse it, and tell its (verified) owner why."""
+def _refuse_unreadable(settings: Settings, job_id: str, owner: JobOwner, reason: str, results_name: str) -> int:
+    """Slurm's record of the job reads two ways: refuse it, and tell its (verified) owner why
+    (in results/<user>/<results_name>/: `<arrayjob>_<task>` for an array task)."""
     text = f"{reason}. Remove line breaks from the job's name, comment, paths and mail user, then submit again"
     log.error("job refused: ambiguous Slurm record", reason=reason, user=owner.user)
     history = JobRecords(settings.job_records_dir).append(job_id, attempt=0, state="rejected", reason=text)
-    job_dir = ensure_results_dir(settings.nas, owner.user, owner.uid, owner.gid, job_id)
+    job_dir = ensure_results_dir(settings.nas, owner.user, owner.uid, owner.gid, results_name)
     record_status(job_dir, owner.uid, owner.gid, history)
     _admin_comment(settings, job_id, f"skbridge rejected: {reason}")
     return EXIT_OK
@@ -164,7 +168,8 @@ def _refuse_unreadable(settings: Settings, job_id: str, owner: JobOwner, reason:
 def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timings: PrologTimings) -> int:
     kube_settings = settings.kubernetes
     structlog.contextvars.bind_contextvars(user=allocation.user, attempt=allocation.restart_count)
-    job_dir = ensure_results_dir(settings.nas, allocation.user, allocation.uid, allocation.gid, allocation.job_id)
+    job_dir = ensure_results_dir(settings.nas, allocation.user, allocation.uid, allocation.gid,
+                                 allocation.results_name)
     records = JobRecords(settings.job_records_dir)
 
     def note(state: str, reason: str, *, also_write: dict[str, bytes] | None = None, **details: Any) -> None:
@@ -202,22 +207,28 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     timings.mark("validate")
     structlog.contextvars.bind_contextvars(node=allocation.node.node)
     try:
-        rendered = render_job(settings, allocation, spec, script)
+        kube = load_client(kube_settings.kubeconfig, timeout_s=kube_settings.api_timeout_s)
+        # Which Kubernetes node is the allocated Slurm node (a label lookup is one GET).
+        kube_node = kube_node_for(kube_settings, allocation.node.node, kube)
+        _remove_previous_attempts(kube, settings, allocation)
+        timings.mark("kube_connect_cleanup")
+    except NodeMappingError as exc:
+        # The node map or label names no single node: every job on that node would fail alike.
+        return requeue(f"the Slurm node has no Kubernetes node: {exc}", cause="kube_error", admin_problem=True)
+    except ConfigError as exc:
+        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", cause="kube_credential",
+                       admin_problem=True)
+    except BridgeError as exc:
+        return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable")
+    structlog.contextvars.bind_contextvars(kube_node=kube_node)
+    try:
+        rendered = render_job(settings, allocation, spec, script, kube_node=kube_node)
     except ConfigError as exc:
         # An admin's template mistake hits every job: keep jobs queued until it is fixed.
         log.error("Pod template broken", error=str(exc))
         return requeue(f"the bridge's Pod template is broken: {exc}", cause="pod_template", admin_problem=True)
     structlog.contextvars.bind_contextvars(pod=rendered.names.pod)
     timings.mark("render")
-    try:
-        kube = load_client(kube_settings.kubeconfig, timeout_s=kube_settings.api_timeout_s)
-        _remove_previous_attempts(kube, settings, allocation)
-        timings.mark("kube_connect_cleanup")
-    except ConfigError as exc:
-        return requeue(f"the bridge's Kubernetes credential does not work: {exc}", cause="kube_credential",
-                       admin_problem=True)
-    except BridgeError as exc:
-        return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable")
     made: list[Made] = []
     try:
         create_objects(kube, rendered, kube_settings.namespace, made,
@@ -250,8 +261,11 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         _cleanup(kube, settings, allocation, made)
         return reject(verdict.reason) if verdict.permanent else requeue(verdict.reason, cause="pod_not_ready")
     node = allocation.node
-    note("running", "", pod=rendered.names.pod, node=node.node, cpus=node.cpus, memory_mib=node.memory_mib,
-         gpus=node.gpus, gpu_type=node.gpu_type, gpu_indices=list(node.gpu_indices),
+    array = {"array_job_id": allocation.array_job_id, "array_task_id": allocation.array_task_id,
+             "results": allocation.results_name} if allocation.results_name != allocation.job_id else {}
+    note("running", "", pod=rendered.names.pod, node=node.node, kube_node=kube_node, cpus=node.cpus,
+         memory_mib=node.memory_mib, gpus=node.gpus, gpu_type=node.gpu_type, gpu_indices=list(node.gpu_indices),
+         **array,
          # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
          also_write={"manifest.yaml": rendered.manifest_yaml.encode("utf-8")})
     timings.outcome = "ready"

@@ -28,6 +28,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB_ID = "slurm.job-id"
 LABEL_USER = "slurm.user"
 LABEL_RESTART = "slurm.restart-count"
+LABEL_ARRAY_JOB_ID = "slurm.array-job-id"
+LABEL_ARRAY_TASK_ID = "slurm.array-task-id"
 ANNOTATION_SPEC_HASH = "skbridge.io/spec-hash"
 HOME_MOUNT_PATH = "/workspace"
 
@@ -94,12 +96,17 @@ class RenderedJob:
 
 
 def bridge_labels(allocation: JobAllocation) -> dict[str, str]:
-    return {
+    """Every object of the attempt carries these. An array task's objects are named and found by
+    the task's own job id (unique, as Slurm's SLURM_JOB_ID); the array labels group them."""
+    labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_JOB_ID: allocation.job_id,
         LABEL_USER: allocation.user,
         LABEL_RESTART: str(allocation.restart_count),
     }
+    if allocation.results_name != allocation.job_id:
+        labels |= {LABEL_ARRAY_JOB_ID: allocation.array_job_id, LABEL_ARRAY_TASK_ID: allocation.array_task_id}
+    return labels
 
 
 @lru_cache(maxsize=4)
@@ -162,7 +169,11 @@ def render_job(
     allocation: JobAllocation,
     spec: DirectivesLike,
     script: str,
+    *,
+    kube_node: str | None = None,
 ) -> RenderedJob:
+    """`kube_node`: the Kubernetes node the Pod is pinned to (bridge.kubernetes.nodemap); the
+    settings' node_map (identity when absent) when None."""
     kube = settings.kubernetes
     nas = settings.nas
     path = template_path(settings)
@@ -185,9 +196,12 @@ def render_job(
             "id": allocation.job_id, "name": allocation.name, "user": allocation.user, "uid": allocation.uid,
             "gid": allocation.gid, "groups": list(allocation.groups), "partition": allocation.partition,
             "restart_count": allocation.restart_count, "time_limit_minutes": allocation.time_limit_minutes,
-            "node": node.node, "kube_node": kube.kube_node(node.node), "cpus": node.cpus,
+            "node": node.node, "kube_node": kube_node or kube.kube_node(node.node), "cpus": node.cpus,
             "memory_mib": node.memory_mib, "gpus": node.gpus, "gpu_type": node.gpu_type,
             "gpu_indices": list(node.gpu_indices),
+            "array_job_id": allocation.array_job_id if allocation.results_name != allocation.job_id else "",
+            "array_task_id": allocation.array_task_id if allocation.results_name != allocation.job_id else "",
+            "array_env": [list(pair) for pair in allocation.array_env],
         },
         "spec": {"image": spec.image, "workdir": pod_workdir(spec, allocation, home_path),
                  "env": [list(pair) for pair in spec.env], "shm": spec.shm, "results": spec.results, "mounts": mounts},

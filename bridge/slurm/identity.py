@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # the hook client imports this module before anything heavy
 TRUSTED_HOOK_VARIABLES = (
     "SLURM_JOB_ID", "SLURM_JOB_UID", "SLURM_JOB_GID", "SLURM_JOB_USER", "SLURM_JOB_NODELIST",
     "SLURM_JOB_PARTITION", "SLURM_SCRIPT_CONTEXT",
+    # An array task's place in its array (slurmctld sets them for every task's hooks).
+    "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP",
 )
 
 # Portable account names: no `/`, no leading dot, nothing a path, a label or a shell could

@@ -63,10 +63,38 @@ class JobAllocation:
     admin_comment: str = ""
     standard_output: str = ""
     work_dir: str = ""
+    # An array task: its array's job id and its own index (both "" for a plain job), and
+    # slurmctld's SLURM_ARRAY_TASK_COUNT/MIN/MAX/STEP for the container (from the hook's env).
+    array_job_id: str = ""
+    array_task_id: str = ""
+    array_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def node(self) -> NodeAllocation:
         return self.nodes[0]
+
+    @property
+    def results_name(self) -> str:
+        """The job's name in results/<user>/: `<arrayjob>_<task>` for an array task (as squeue
+        and sacct show it), the job id otherwise."""
+        return array_task_name(self.array_job_id, self.array_task_id) or self.job_id
+
+
+ARRAY_ENV_VARIABLES = ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+                       "SLURM_ARRAY_TASK_STEP")
+
+
+def array_task_name(array_job_id: str, array_task_id: str) -> str:
+    """`12345_3` for a single array task; "" when either part is not a plain number."""
+    if array_job_id.isascii() and array_job_id.isdigit() and array_task_id.isascii() and array_task_id.isdigit():
+        return f"{array_job_id}_{array_task_id}"
+    return ""
+
+
+def array_of_env(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(array job id, task id) from slurmctld's hook variables, or None for a plain job."""
+    name = array_task_name(env.get("SLURM_ARRAY_JOB_ID", ""), env.get("SLURM_ARRAY_TASK_ID", ""))
+    return (env["SLURM_ARRAY_JOB_ID"], env["SLURM_ARRAY_TASK_ID"]) if name else None
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -88,14 +116,17 @@ def complete_hook_env(settings: SlurmSettings, job_id: str, hook_env: Mapping[st
         raise IdentityError(f"the hook was asked about job {job_id} but slurmctld set SLURM_JOB_ID={env['SLURM_JOB_ID']}")
     if all(env.get(key) for key in ("SLURM_JOB_UID", "SLURM_JOB_GID", "SLURM_JOB_USER")):
         return env
-    out = run_slurm(settings, ["squeue", "--noheader", "--jobs", job_id, "--format", "%i|%U|%u|%G|%N"]).stdout
+    # %A is the job's own id (%i shows an array task as 12345_3); %F|%K its array job and task.
+    out = run_slurm(settings, ["squeue", "--noheader", "--jobs", job_id, "--format", "%A|%U|%u|%G|%N|%F|%K"]).stdout
     rows = [line.split("|") for line in out.split("\n") if line.strip()]
-    if len(rows) != 1 or len(rows[0]) != 5 or rows[0][0] != job_id:
+    if len(rows) != 1 or len(rows[0]) != 7 or rows[0][0] != job_id:
         raise IdentityError(f"squeue does not show job {job_id} exactly once")
-    _, uid, user, gid, nodes = rows[0]
+    _, uid, user, gid, nodes, array_job, array_task = rows[0]
     env.update({"SLURM_JOB_ID": job_id, "SLURM_JOB_UID": uid, "SLURM_JOB_USER": user, "SLURM_JOB_GID": gid})
     if nodes.strip() and "SLURM_JOB_NODELIST" not in env:
         env["SLURM_JOB_NODELIST"] = nodes.strip()
+    if array_task_name(array_job, array_task) and "SLURM_ARRAY_JOB_ID" not in env:
+        env.update({"SLURM_ARRAY_JOB_ID": array_job, "SLURM_ARRAY_TASK_ID": array_task})
     return env
 
 
@@ -105,19 +136,29 @@ def read_allocation(settings: SlurmSettings, job_id: str, owner: JobOwner,
 
     The text's own UserId must agree with `owner`, and its node list with slurmctld's
     SLURM_JOB_NODELIST when given: a disagreement means the text was forged.
+
+    An array task is asked for as `<arrayjob>_<task>`: `scontrol show job <arrayjob>` lists
+    every task of the array when the task holds the array's own id (Slurm's last task does).
     """
-    result = run_slurm(settings, ["scontrol", "show", "job", "-d", job_id])
+    env = hook_env or {}
+    array = array_of_env(env)
+    result = run_slurm(settings, ["scontrol", "show", "job", "-d", "_".join(array) if array else job_id])
     allocation = parse_scontrol_job(result.stdout)
     if allocation.job_id != str(job_id):
         raise PermanentError(f"Slurm does not know job {job_id}")
+    if array and (allocation.array_job_id, allocation.array_task_id) != array:
+        raise AmbiguousJobRecord(f"scontrol names job {job_id} array task "
+                                 f"{allocation.array_job_id}_{allocation.array_task_id}, slurmctld {'_'.join(array)}")
     if (allocation.user, allocation.uid) != (owner.user, owner.uid):
         raise AmbiguousJobRecord(f"scontrol names {allocation.user}({allocation.uid}) as the owner of job {job_id}, "
                                  f"slurmctld {owner.user}({owner.uid})")
-    nodelist = expand_hostlist((hook_env or {}).get("SLURM_JOB_NODELIST", ""))
+    nodelist = expand_hostlist(env.get("SLURM_JOB_NODELIST", ""))
     described = sorted(name for item in allocation.nodes for name in expand_hostlist(item.node))
     if nodelist and described and described != sorted(nodelist):
         raise AmbiguousJobRecord(f"scontrol's nodes {described} are not slurmctld's {nodelist}")
-    return dataclasses.replace(allocation, user=owner.user, uid=owner.uid, gid=owner.gid, groups=owner.groups)
+    array_env = tuple((key, env[key]) for key in ARRAY_ENV_VARIABLES if array and env.get(key, "").isdigit())
+    return dataclasses.replace(allocation, user=owner.user, uid=owner.uid, gid=owner.gid, groups=owner.groups,
+                               array_env=array_env)
 
 
 class AmbiguousJobRecord(PermanentError):
@@ -166,8 +207,13 @@ def _scontrol_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         if number == 0:
             if not raw.startswith("JobId="):
                 raise AmbiguousJobRecord("scontrol show job output does not start with JobId=")
+            # `JobId=13010 ArrayJobId=13009 ArrayTaskId=4 ArrayTaskThrottle=2 JobName=...`: the
+            # name (a user's text) runs to the end of the line; the ids before it are Slurm's.
             head, _, name = raw.partition(" JobName=")
-            fields["JobId"], fields["JobName"] = head.removeprefix("JobId="), name
+            job_id, *rest = head.removeprefix("JobId=").split(" ")
+            fields["JobId"], fields["JobName"] = job_id, name
+            fields.update({key: value for key, value in _pairs(" ".join(rest)).items()
+                           if key in ("ArrayJobId", "ArrayTaskId")})
             seen.add("JobId")
             continue
         line = raw.strip(" ")
@@ -262,6 +308,7 @@ def parse_scontrol_job(text: str) -> JobAllocation:
         submit_time=_epoch(fields.get("SubmitTime", "")), start_time=_epoch(fields.get("StartTime", "")),
         nodes=tuple(nodes), comment=_unset(fields.get("Comment", "")), admin_comment=_unset(fields.get("AdminComment", "")),
         standard_output=_unset(fields.get("StdOut", "")), work_dir=_unset(fields.get("WorkDir", "")),
+        array_job_id=fields.get("ArrayJobId", ""), array_task_id=fields.get("ArrayTaskId", ""),
     )
 
 

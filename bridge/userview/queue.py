@@ -6,12 +6,14 @@ whatever `--jobs` says. `squeue -j ID -O ...` asks for the one job.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from bridge.errors import PermanentError
 from bridge.settings import SlurmSettings
 from bridge.slurm.commands import run_slurm
+from bridge.slurm.jobinfo import array_task_name
 from bridge.userview.fields import (
     SEP,
     duration_s,
@@ -84,9 +86,13 @@ def find_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
     return queued_job(settings, job_id) or accounted_job(settings, job_id)
 
 
+_JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")
+
+
 def check_job_id(job_id: str) -> None:
-    if not job_id.isdigit():
-        raise PermanentError(f"not a Slurm job id: {job_id!r} (a number such as 1234)")
+    """A job id (`1234`) or one array task (`1234_5`, as squeue and sacct show it)."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise PermanentError(f"not a Slurm job id: {job_id!r} (a number such as 1234, or 1234_5 for an array task)")
 
 
 def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
@@ -98,8 +104,9 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
             return None
         raise
     # One record per job; an array job has one per task (or pending group): the first stands for it.
+    # squeue's JobID is a task's own id; the task is asked for as `<arrayjob>_<task>`.
     found = [dict(zip(_SQUEUE_FIELDS, record, strict=True)) for record in job_records(out.stdout, len(_SQUEUE_FIELDS))]
-    found = [v for v in found if job_id in (v["JobID"].strip(), v["ArrayJobID"].strip())]
+    found = [v for v in found if job_id in (v["JobID"].strip(), v["ArrayJobID"].strip(), _task_name(v))]
     if not found:
         return None
     values = found[0]
@@ -107,7 +114,9 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
     code, sig = _exit_pair(values["exit_code"])
     state = values["State"].strip()
     job = SlurmJob(
-        job_id=values["JobID"].strip(), uid=int(values["UserID"].strip() or -1), user=values["UserName"].strip(),
+        # An array task by its array name (12345_3), as sacct names it and its results folder is.
+        job_id=_task_name(values) or values["JobID"].strip(), uid=int(values["UserID"].strip() or -1),
+        user=values["UserName"].strip(),
         state=state, reason=none_if_unset(values["Reason"]), nodes=none_if_unset(values["NodeList"]),
         cpus=_int_or_none(values["NumCPUs"]), memory_mib=memory_mib(tres_value(tres, "mem") or values["MinMemory"]),
         gpus=tres_gpus(tres) or sum(parse_gres(values["tres-per-node"].replace("gres/", "")).values()),
@@ -126,6 +135,11 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
                                         node=(job.nodes or "").split(",")[0] or None,
                                         array_job=none_if_unset(values["ArrayJobID"]), array_task=array_task)
     return job
+
+
+def _task_name(values: dict[str, str]) -> str:
+    """`12345_3` for one array task's squeue record; "" for a plain job or a pending group."""
+    return array_task_name(values["ArrayJobID"].strip(), values["ArrayTaskID"].strip())
 
 
 def accounted_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
