@@ -1,0 +1,107 @@
+"""Issue 14: the watcher killed while it serves a hook, its socket removed, the node's kubelet
+killed, etcd restarted, all while a job is in flight. Each job still runs exactly once, its
+output is whole, and none of its objects is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from bridge.sandbox.procs import Daemons
+from tests.conftest import Sandbox, wait_for
+from tests.faults.conftest import restart
+from tests.jobs.conftest import Jobs, job_script
+
+COUNTING = "for i in $(seq 1 20); do echo line-{n}-$i; sleep 1; done"
+
+
+def _kill9(sandbox: Sandbox, name: str) -> None:
+    record = Daemons(sandbox.layout).running(name)
+    assert record is not None, f"{name} is not running"
+    os.kill(record.pid, signal.SIGKILL)
+    wait_for(lambda: not record.alive(), timeout_s=10, what=f"{name} gone")
+
+
+def _counted(jobs: Jobs, job_id: str, tag: str) -> list[str]:
+    text = jobs.output_path("skbalice", job_id).read_text()
+    return [line for line in text.splitlines() if line.startswith(f"line-{tag}-")]
+
+
+def _ran_once_and_whole(jobs: Jobs, job_id: str, tag: str) -> None:
+    assert jobs.wait_done(job_id, timeout_s=300) == ("COMPLETED", "0:0")
+    assert _counted(jobs, job_id, tag) == [f"line-{tag}-{i}" for i in range(1, 21)], "every line once, in order"
+    assert jobs.pod(job_id, restart=1) is None, "the job ran once"
+    jobs.wait_no_objects(job_id, timeout_s=120)
+
+
+def test_watcher_killed_while_serving_the_prolog(jobs: Jobs, sandbox: Sandbox) -> None:
+    """The hook client loses its connection mid-prolog and runs the prolog itself; the prolog,
+    idempotent, takes over the objects the killed one created."""
+    before = jobs.hook_log()
+    job_id = jobs.sbatch("skbalice", job_script(body=COUNTING.format(n="p")))
+    try:
+        # The prolog is in progress once it has created objects and the job is not yet running.
+        wait_for(lambda: bool(jobs.objects(job_id)), timeout_s=120, what="the prolog creating objects", interval_s=0.05)
+        _kill9(sandbox, "watcher")
+        _ran_once_and_whole(jobs, job_id, "p")
+    finally:
+        restart(sandbox)
+    assert _hook_runs(jobs.hook_log()[len(before):], job_id, "prolog") == ["process"], \
+        "the prolog cut off in the watcher ran to its end once, as a process"
+
+
+def _hook_runs(log_text: str, job_id: str, component: str) -> list[str]:
+    """Who ran each completed `component` hook of `job_id` ("watcher" or "process")."""
+    runs = []
+    for line in log_text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("job_id") == job_id and entry.get("component") == component and \
+                entry.get("event") == f"{component} done":
+            runs.append(str(entry.get("served_by")))
+    return runs
+
+
+def test_hook_socket_removed_hooks_run_as_processes(jobs: Jobs, sandbox: Sandbox) -> None:
+    socket_path = jobs.settings.slurm.hook_socket_path
+    assert socket_path is not None and socket_path.exists()
+    socket_path.unlink()
+    try:
+        before = jobs.hook_log()
+        job_id = jobs.sbatch("skbalice", job_script(body=COUNTING.format(n="s")))
+        _ran_once_and_whole(jobs, job_id, "s")
+        assert _hook_runs(jobs.hook_log()[len(before):], job_id, "prolog") == ["process"]
+    finally:
+        Daemons(sandbox.layout).stop("watcher")  # a fresh start binds the socket again
+        restart(sandbox)
+    wait_for(socket_path.exists, timeout_s=30, what="the restarted watcher serving hooks again")
+
+
+def test_kubelet_killed_while_a_job_runs(jobs: Jobs, sandbox: Sandbox) -> None:
+    """The container runs on under containerd while the kubelet is away; a kubelet back within
+    the node's grace period reports it again, and the job ends as it would have."""
+    job_id = jobs.sbatch("skbalice", job_script(body=COUNTING.format(n="k")))
+    jobs.wait_running(job_id, timeout_s=120)
+    time.sleep(3)
+    _kill9(sandbox, "kubelet")
+    try:
+        time.sleep(8)
+    finally:
+        restart(sandbox)
+    _ran_once_and_whole(jobs, job_id, "k")
+
+
+def test_etcd_restarted_while_a_job_runs(jobs: Jobs, sandbox: Sandbox) -> None:
+    job_id = jobs.sbatch("skbalice", job_script(body=COUNTING.format(n="e")))
+    jobs.wait_running(job_id, timeout_s=120)
+    time.sleep(3)
+    assert Daemons(sandbox.layout).stop("etcd")
+    try:
+        time.sleep(6)
+    finally:
+        restart(sandbox, fresh_informers=True)
+    _ran_once_and_whole(jobs, job_id, "e")
