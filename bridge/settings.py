@@ -230,6 +230,10 @@ class ServiceSettings(_Section):
                                "MUNGE credential with the local munged")
     default_since: str = Field(default="now-7days", description="GET /api/v1/jobs without `since`: jobs from this "
                                "Slurm time on")
+    session_ttl_s: float = Field(default=28800.0, gt=0, le=86400, description="Lifetime of a dashboard sign-in "
+                                 "(the browser's session cookie; a restart of the service ends every session)")
+    login_ticket_ttl_s: float = Field(default=60.0, gt=0, le=300, description="How long the one-time sign-in link "
+                                      "that `skbridge dashboard` prints stays valid")
 
 
 class MetricsSettings(_Section):

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from bridge.errors import BridgeError
-from bridge.service import jobs, results, submit
+from bridge.service import dashboard, jobs, results, submit
 from bridge.service.access import Caller, ServiceState, State, munge_identity
 from bridge.service.identity import TokenSigner
 from bridge.service.metrics import ServiceMetrics
@@ -17,7 +17,8 @@ from bridge.userview.nodes import slurm_nodes
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="slurm-k8s-bridge", version="1", docs_url="/docs", openapi_url="/openapi.json",
+    # /docs and /openapi.json answer only a signed-in browser or an API caller (bridge.service.login).
+    app = FastAPI(title="slurm-k8s-bridge", version="1", docs_url=None, openapi_url=None,
                   description="Your Slurm jobs that run as Kubernetes Pods: submit, status, output, results, cancel. "
                               "Authenticate with `Authorization: MUNGE $(munge -n)` or a token from POST /api/v1/token.")
     metrics = ServiceMetrics()
@@ -56,4 +57,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(submit.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(dashboard.router)
     return app

@@ -1,4 +1,4 @@
-"""The user's commands: submit, status, logs, cancel, jobs, nodes, init, results (as the user, never root).
+"""The user's commands: submit, status, logs, cancel, jobs, nodes, init, results, dashboard (as the user, never root).
 
 `skbridge STATUS ...` and friends start through `standalone()`, which imports only these
 commands: the admin and sandbox commands cost ~0.5 s of imports a user waits for.
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import typer
 
-USER_COMMANDS = ("submit", "status", "logs", "cancel", "jobs", "nodes", "init", "results")
+USER_COMMANDS = ("submit", "status", "logs", "cancel", "jobs", "nodes", "init", "results", "dashboard")
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
 
     from bridge.cli.user.cancel import cancel
     from bridge.cli.user.common import EXIT_CODES_HELP
+    from bridge.cli.user.dashboard import dashboard
     from bridge.cli.user.init import init
     from bridge.cli.user.jobs import jobs
     from bridge.cli.user.logs import logs
@@ -29,7 +30,8 @@ def register(app: typer.Typer) -> None:
     from bridge.cli.user.submit import submit
 
     for name, command in (("submit", submit), ("status", status), ("logs", logs), ("cancel", cancel),
-                          ("jobs", jobs), ("nodes", nodes), ("init", init), ("results", results)):
+                          ("jobs", jobs), ("nodes", nodes), ("init", init), ("results", results),
+                          ("dashboard", dashboard)):
         app.command(name, help=inspect.cleandoc(command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(command)
 
 
