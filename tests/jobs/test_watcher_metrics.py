@@ -3,7 +3,8 @@ the valid one run as a job in a real Pod, and the counters and histograms scrape
 after moved with the right labels.
 
 The watcher is shared with whatever else runs against the sandbox, so the checks are on
-increases of at least what this test caused, never on absolute values.
+increases of at least what this test caused, never on absolute values; a watcher restarted
+meanwhile (another session's change) starts again from zero, which the baseline follows.
 """
 
 from __future__ import annotations
@@ -19,19 +20,36 @@ from bridge.ingest.layout import ensure_user_folder, user_submit_dir
 from tests.conftest import wait_for
 from tests.jobs.conftest import Jobs, job_script
 
+LONG = "SANDBOX_RUN_DURATION=10m"
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(jobs: Jobs) -> Samples:
+def scrape(jobs: Jobs, wait_s: float = 90) -> Samples:
+    """The watcher's samples; waits out a restart of the watcher (it reads its config at start)."""
     metrics = jobs.settings.metrics
-    with urllib.request.urlopen(f"http://{metrics.listen_address}:{metrics.port}/metrics", timeout=10) as answer:
-        text = answer.read().decode("utf-8")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{metrics.listen_address}:{metrics.port}/metrics", timeout=10) as answer:
+                text = answer.read().decode("utf-8")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def increase(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    started = ("process_start_time_seconds", frozenset())
+    baseline = value(before, name, **labels) if before.get(started) == after.get(started) else 0.0
+    return value(after, name, **labels) - baseline
 
 
 def test_the_watcher_counts_drops_rejections_and_the_jobs_hooks(jobs: Jobs) -> None:
@@ -61,22 +79,20 @@ def test_the_watcher_counts_drops_rejections_and_the_jobs_hooks(jobs: Jobs) -> N
 
     # The epilog runs after Slurm records the end: wait until it has been counted.
     def epilog_counted() -> bool:
-        now = scrape(jobs)
-        return value(now, "skbridge_epilog_outcomes_total", outcome="clean") > \
-            value(before, "skbridge_epilog_outcomes_total", outcome="clean")
+        return increase(before, scrape(jobs), "skbridge_epilog_outcomes_total", outcome="clean") >= 1
 
     wait_for(epilog_counted, timeout_s=120, what="the job's epilog counted", interval_s=0.5)
     after = scrape(jobs)
 
     def grew(name: str, by: float = 1, **labels: str) -> bool:
-        return value(after, name, **labels) - value(before, name, **labels) >= by
+        return increase(before, after, name, **labels) >= by
 
     assert grew("skbridge_drop_files_seen_total", 2)
     assert grew("skbridge_drop_files_accepted_total")
     assert grew("skbridge_drop_files_rejected_total", reason="image"), "refused for its image's registry"
     assert grew("skbridge_sbatch_seconds_count", result="ok")
     assert grew("skbridge_drop_pickup_seconds_count")
-    pickup_s = value(after, "skbridge_drop_pickup_seconds_sum") - value(before, "skbridge_drop_pickup_seconds_sum")
+    pickup_s = increase(before, after, "skbridge_drop_pickup_seconds_sum")
     assert 0 < pickup_s < 120
     # The prolog of this job, served by the watcher: outcome, total time and every stage observed.
     assert grew("skbridge_prolog_outcomes_total", outcome="ready")
@@ -93,3 +109,15 @@ def test_the_watcher_counts_drops_rejections_and_the_jobs_hooks(jobs: Jobs) -> N
     assert ("skbridge_hook_requests_in_flight", frozenset({("hook", "prolog")})) in after
     # Labels come from closed sets: no user name and no file name anywhere in the exposition.
     assert not [key for key in after if any("skbalice" in v or tag in v for _, v in key[1])]
+
+
+def test_a_requeue_is_counted_with_its_cause(jobs: Jobs, gpu_blocker: str) -> None:
+    """Kubernetes has no room for the Pod (a foreign Pod holds the GPUs): the prolog requeues the job."""
+    before = scrape(jobs)
+    job_id = jobs.sbatch("skbalice", job_script("--gres=gpu:a100:1", env=(LONG,)))
+    wait_for(lambda: int(jobs.squeue_job(job_id).get("restart_cnt", 0)) >= 1, timeout_s=90,
+             what="Slurm requeued the job")
+    after = scrape(jobs)
+    assert increase(before, after, "skbridge_prolog_requeues_total", cause="pod_not_ready") >= 1
+    assert increase(before, after, "skbridge_prolog_outcomes_total", outcome="requeued") >= 1
+    assert increase(before, after, "skbridge_hook_requests_total", hook="prolog", exit_code="1") >= 1
