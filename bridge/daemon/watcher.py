@@ -127,6 +127,7 @@ class Watcher:
         threading.Thread(target=self._retain_forever, name="retention", daemon=True).start()
         try:
             metrics.track_journal(lambda: [entry.created_at for entry in journal.open_entries()])
+            metrics.HEARTBEAT.set_to_current_time()  # alive from the start, not "stalled since 1970" until the loop runs
             with serving_hooks(settings), metrics.serving_metrics(settings.metrics.listen_address, settings.metrics.port):
                 self._recover(ingestor, pool)
                 systemd.notify("READY=1")
