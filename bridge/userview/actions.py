@@ -26,9 +26,10 @@ def user_env() -> dict[str, str]:
     return env
 
 
-def submit_sbatch(settings: Settings, path: Path) -> str:
-    """`sbatch --parsable FILE` as the calling user, from the current directory; the job id."""
-    out = run_slurm(settings.slurm, ["sbatch", "--parsable", str(path.resolve())], env=user_env(), cwd=os.getcwd())
+def submit_sbatch(settings: Settings, path: Path, *, cwd: Path | None = None) -> str:
+    """`sbatch --parsable FILE` as the calling user, from `cwd` (default: the current directory); the job id."""
+    out = run_slurm(settings.slurm, ["sbatch", "--parsable", str(path.resolve())], env=user_env(),
+                    cwd=str(cwd) if cwd is not None else os.getcwd())
     job_id = parsable_job_id(out.stdout)
     if job_id is None:
         raise PermanentError(f"sbatch printed no job id: {out.stdout.strip()!r} {out.stderr!r}")

@@ -1,4 +1,4 @@
-"""The user's commands: submit, status, logs, cancel, jobs, nodes, init, results, dashboard (as the user, never root).
+"""The user's commands: submit, status, logs, cancel, jobs, nodes, init, results, dashboard, profile (as the user, never root).
 
 `skbridge STATUS ...` and friends start through `standalone()`, which imports only these
 commands: the admin and sandbox commands cost ~0.5 s of imports a user waits for.
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import typer
 
-USER_COMMANDS = ("submit", "status", "logs", "cancel", "jobs", "nodes", "init", "results", "dashboard")
+USER_COMMANDS = ("submit", "status", "logs", "cancel", "jobs", "nodes", "init", "results", "dashboard", "profile")
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +33,14 @@ def register(app: typer.Typer) -> None:
                           ("jobs", jobs), ("nodes", nodes), ("init", init), ("results", results),
                           ("dashboard", dashboard)):
         app.command(name, help=inspect.cleandoc(command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(command)
+    import bridge.cli.user.profile_runs  # noqa: F401  (adds status, log, collect, recover, clean)
+    from bridge.cli.user.profile import PROFILE_EXIT_HELP
+    from bridge.cli.user.profile import app as profile_app
+
+    for info in profile_app.registered_commands:
+        if info.callback is not None and not info.hidden:
+            info.help = inspect.cleandoc(info.callback.__doc__ or "") + "\n\n" + PROFILE_EXIT_HELP
+    app.add_typer(profile_app, name="profile")
 
 
 def standalone() -> typer.Typer:

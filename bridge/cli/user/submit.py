@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 
@@ -27,7 +30,8 @@ class Route(StrEnum):
 
 
 def submit(
-    file: Path = typer.Argument(..., help="Job script (#SBATCH lines and #K8S_ directives).", metavar="FILE"),
+    file: Path = typer.Argument(..., help="Job script (#SBATCH lines and #K8S_ directives); - reads it from stdin.",
+                                metavar="FILE"),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the job to end; exit with its exit code."),
     follow_: bool = typer.Option(False, "--follow", "-f", help="Stream the job's output while it runs (implies --wait)."),
     parsable: bool = typer.Option(False, "--parsable", help="Print only the job id."),
@@ -35,6 +39,10 @@ def submit(
                               "now. drop: copy into your drop folder submit/<user>/ and wait for the watcher's "
                               "verdict. Your default: SKBRIDGE_SUBMIT_VIA=drop in your shell's profile."),
     drop_timeout_s: float = typer.Option(120.0, "--drop-timeout", help="How long to wait for the watcher (drop route)."),
+    chdir: Path | None = typer.Option(None, "--chdir", help="Submit from this folder (the job's working directory)."),
+    host: str | None = typer.Option(None, "--host", "-H", help="Submit on this login node over SSH (from a laptop): "
+                                    "the file goes on ssh's stdin. SKBRIDGE_SSH names the ssh client, "
+                                    "SKBRIDGE_REMOTE the skbridge there."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Check FILE exactly as the watcher will, submit it as you, and print the job id.
@@ -42,9 +50,13 @@ def submit(
     With --wait (or --follow) the command ends when the job does and exits with the job's own
     exit code (128+N when it was killed by signal N). A rejected file prints each problem.
     """
+    if host is not None:
+        with failures("submit"):
+            code = _submit_remote(host, file, wait=wait, follow_=follow_, parsable=parsable, via=via, chdir=chdir)
+        raise typer.Exit(code)
     settings = settings_or_exit("submit", config)
-    with failures("submit"):
-        report = validate_file(file, settings)
+    with failures("submit"), _stdin_file(file) as path:
+        report = validate_file(path, settings)
         if not report.ok:
             err.print(f"[red]invalid[/red] {escape(str(file))}: not submitted")
             for problem in report.problems:
@@ -54,9 +66,9 @@ def submit(
             raise typer.Exit(EXIT_FAILED)
         _uid, user = caller()
         if via is Route.sbatch:
-            job_id = submit_sbatch(settings, file)
+            job_id = submit_sbatch(settings, path, cwd=chdir)
         else:
-            ticket = drop(settings, file, user)
+            ticket = drop(settings, path, user)
             if not parsable:
                 err.print(f"dropped into {settings.nas.submit_dir / user}/{ticket.name}; waiting for the watcher ...",
                           markup=False)
@@ -71,6 +83,41 @@ def submit(
             return
         final = _follow(settings, job_id) if follow_ else wait_ended(settings, job_id)
     raise typer.Exit(_job_exit(final))
+
+
+@contextmanager
+def _stdin_file(file: Path) -> Iterator[Path]:
+    """FILE itself, or for `-` the job read from stdin into a private temporary file."""
+    if str(file) != "-":
+        yield file
+        return
+    with tempfile.TemporaryDirectory(prefix="skbridge-submit-") as folder:
+        path = Path(folder) / "stdin-job.sh"
+        path.write_bytes(sys.stdin.buffer.read())
+        yield path
+
+
+def _submit_remote(host: str, file: Path, *, wait: bool, follow_: bool, parsable: bool, via: Route,
+                   chdir: Path | None) -> int:
+    """`ssh HOST skbridge submit --parsable -` with the file on stdin; the job id comes back."""
+    from bridge.log import configure_logging
+    from bridge.profiles.remote import Remote
+
+    configure_logging("warning", json_output=False, stream=sys.stderr)
+    remote = Remote.from_env(host)
+    data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    argv = ["submit", "--parsable", "--via", via.value, *(["--chdir", str(chdir)] if chdir else [])]
+    if wait or follow_:
+        return remote.passthrough([*argv, *(["--follow"] if follow_ else ["--wait"]), "-"], stdin=data)
+    done = remote.run([*argv, "-"], stdin=data)
+    job_id = done.stdout.decode(errors="replace").strip()
+    if done.returncode != 0 or not job_id.isdigit():
+        return done.returncode or EXIT_FAILED
+    if parsable:
+        typer.echo(job_id)
+    else:
+        out.print(f"Submitted job [bold]{job_id}[/bold] on {escape(host)}  (ssh {escape(host)} skbridge status {job_id})")
+    return 0
 
 
 def _drop_verdict(outcome: DropOutcome) -> str:
