@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -54,12 +55,13 @@ def sign_in(driver: WebDriver, url: str, user: str) -> None:
     assert driver.current_url == f"{url}/dashboard/"
 
 
-def session_client(url: str, user: str) -> httpx.Client:
+@contextmanager
+def session_client(url: str, user: str) -> Iterator[httpx.Client]:
     """An HTTP client holding a dashboard session cookie of `user` (for checks below the browser)."""
-    client = httpx.Client(base_url=url, timeout=30)
-    answer = client.get(sign_in_link(url, user).removeprefix(url))
-    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/", answer.text
-    return client
+    with httpx.Client(base_url=url, timeout=30) as client:
+        answer = client.get(sign_in_link(url, user).removeprefix(url))
+        assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/", answer.text
+        yield client
 
 
 def csrf_of(html: str) -> str:
