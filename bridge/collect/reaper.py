@@ -11,7 +11,6 @@ epilog for `grace_s` first.
 from __future__ import annotations
 
 import calendar
-import json
 import pwd
 import time
 from collections import defaultdict
@@ -25,7 +24,7 @@ from bridge.collect.collector import collect_pod, write_checksums, write_documen
 from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, run_as_user
 from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
-from bridge.errors import BridgeError, TemporaryError
+from bridge.errors import BridgeError
 from bridge.kubernetes.client import Kube
 from bridge.kubernetes.objects import KIND_ORDER, ObjectRef, collection_path, delete_objects, wait_gone
 from bridge.kubernetes.render import (
@@ -41,11 +40,10 @@ from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
 from bridge.slurm.identity import IdentityError, verify_owner
 from bridge.slurm.jobinfo import array_task_name
+from bridge.slurm.vocabulary import LIVE_STATES, base_state, timestamp_s
 
 log = get_logger(component="reaper")
 
-ALIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
-                          "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"})
 
 
 @dataclass
@@ -67,7 +65,7 @@ class SlurmView:
     def verdict(self, job_id: str, newest_created: float, now: float, grace_s: float) -> str | None:
         """Why the job's objects may go, or None to keep them."""
         state, end_time = self.states.get(job_id, ("", 0))
-        if state in ALIVE_STATES:
+        if state in LIVE_STATES:
             return None
         # The epilog may still be at work: give it `grace_s` after the job's end (or, when
         # Slurm has no end time, after the newest object appeared).
@@ -80,23 +78,23 @@ class SlurmView:
 
 
 def slurm_view(settings: Settings) -> SlurmView:
-    result = run_slurm(settings.slurm, ["squeue", "--json", "--all"])
-    try:
-        answer = json.loads(result.stdout)
-    except json.JSONDecodeError as exc:
-        raise TemporaryError(f"squeue --json printed invalid JSON: {exc}") from exc
-    # slurmctld unreachable: squeue --json (22.05) exits 0 with "errors" and an empty job list,
-    # which must not read as "no job is alive" (that would reap every running job's Pod).
-    if answer.get("errors"):
-        raise TemporaryError(f"squeue --json reported errors: {answer['errors']}")
-    jobs = answer.get("jobs") or []
+    """Every job slurmctld still holds (finished ones until MinJobAge), one line each.
+
+    Not `squeue --json`: with slurmctld unreachable it exits 0 with an empty list, which would
+    read as "no job is alive" and reap every running job's Pod. The formatted listing exits
+    non-zero then, which `run_slurm` turns into a TemporaryError (no pass this time).
+    `%A` is each array task's own job id, the one the objects are labelled with.
+    """
+    result = run_slurm(settings.slurm, ["squeue", "--noheader", "--all", "--states=all", "--format=%A|%T|%e"])
     states: dict[str, tuple[str, int]] = {}
-    for job in jobs:
-        raw = job.get("job_state")
-        state = (raw[0] if isinstance(raw, list) and raw else str(raw or "")).upper()
-        end = job.get("end_time")
-        end_time = int(end.get("number", 0)) if isinstance(end, dict) else int(end or 0)
-        states[str(job.get("job_id"))] = (state, end_time if state not in ALIVE_STATES else 0)
+    for line in result.stdout.splitlines():
+        job_id, _, rest = line.strip().partition("|")
+        state_text, _, end_text = rest.partition("|")
+        if not job_id.isdigit():
+            continue
+        state = base_state(state_text)
+        ended = timestamp_s(end_text) if state not in LIVE_STATES else None
+        states[job_id] = (state, int(ended or 0))
     return SlurmView(states)
 
 

@@ -23,6 +23,7 @@ from bridge.service.logs import TAIL_BYTES_FOR_PROGRESS, log_path, read_tail
 from bridge.service.pages import STATIC_FILES, render, static_file
 from bridge.service.progress import parse_progress
 from bridge.service.session import BrowserUser, PageUser
+from bridge.slurm.vocabulary import is_live
 from bridge.userview.nodes import slurm_nodes
 from bridge.userview.results import job_results_dir
 
@@ -79,8 +80,7 @@ def job_list(request: Request, state: State, signed: PageUser,
 def _job_context(state: Any, signed: Any, job_id: str) -> dict[str, Any]:
     status = jobs.job_detail(job_id=job_id, state=state, who=signed.who)
     listing = results.results_listing(job_id=job_id, state=state, who=signed.who)
-    ended = status.get("exit_code") is not None or status.get("state") not in ("PENDING", "RUNNING", "CONFIGURING",
-                                                                              "COMPLETING", "SUSPENDED", "REQUEUED")
+    ended = status.get("exit_code") is not None or not is_live(str(status.get("state") or "PENDING"))
     return {"signed": signed, "job": status, "results": listing, "ended": ended,
             "final": ended and bool(listing.get("ready"))}
 

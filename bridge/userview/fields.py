@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from bridge.slurm.vocabulary import duration_s as slurm_duration_s
+from bridge.slurm.vocabulary import timestamp_s
+
 # One field separator Slurm's texts never hold (ASCII unit separator): free-text fields
 # (job name, paths) go last in a record, so a stray separator there only lengthens them.
 SEP = "\x1f"
@@ -94,26 +97,8 @@ def parse_gres(text: str) -> dict[str, int]:
 
 
 def duration_s(text: str) -> int | None:
-    """Slurm durations: `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS`, `D-HH`, `UNLIMITED` -> None."""
-    value = none_if_unset(text)
-    if value is None or value.upper() in ("UNLIMITED", "INVALID", "PARTITION_LIMIT"):
-        return None
-    days = 0
-    if "-" in value:
-        head, _, value = value.partition("-")
-        days = _int(head)
-        parts = [_int(p) for p in value.split(":")]
-        parts += [0] * (3 - len(parts))
-        hours, minutes, seconds = parts[:3]
-    else:
-        parts = [_int(p) for p in value.split(":")]
-        if len(parts) == 3:
-            hours, minutes, seconds = parts
-        elif len(parts) == 2:
-            hours, minutes, seconds = 0, parts[0], parts[1]
-        else:
-            hours, minutes, seconds = 0, parts[0], 0
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    """Slurm durations -> seconds (None: unset or unlimited); one reading for the whole bridge."""
+    return slurm_duration_s(text)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -128,17 +113,9 @@ def format_duration(seconds: float | None) -> str:
 
 
 def parse_time(text: str) -> datetime | None:
-    """Slurm's local `YYYY-MM-DDTHH:MM:SS` (or an ISO time with zone) -> aware datetime."""
-    value = none_if_unset(text)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # Slurm prints the controller's local time
-    return moment.astimezone(UTC)
+    """Slurm's local `YYYY-MM-DDTHH:MM:SS` (or an ISO time with zone) -> aware datetime (UTC)."""
+    seconds = timestamp_s(text)
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
 def iso(moment: datetime | None) -> str | None:
