@@ -50,6 +50,12 @@ class Profile(BaseModel):
                             description="Local folder (relative to the project) results are copied into")
     snapshot_cap_mib: int = Field(default=DEFAULT_SNAPSHOT_CAP_MIB, ge=1)
 
+    @field_validator("gpus", "mem", "time", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        # YAML reads `gpus: 2` and `time: 30` as numbers; they are Slurm's notations, kept as text.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("gpus")
     @classmethod
     def _gpus(cls, value: str | None) -> str | None:

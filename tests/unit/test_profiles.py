@@ -29,11 +29,12 @@ def _git(folder: Path, *args: str) -> None:
 
 
 def test_defaults_apply_and_profiles_override(tmp_path: Path) -> None:
-    text = (f"defaults:\n  image: {IMAGE}\n  mem: 2G\n"
-            "profiles:\n  a:\n    command: echo a\n  b:\n    command: echo b\n    mem: 8G\n")
+    text = (f"defaults:\n  image: {IMAGE}\n  mem: 2G\n  time: 30\n"
+            "profiles:\n  a:\n    command: echo a\n    gpus: 2\n  b:\n    command: echo b\n    mem: 8G\n")
     loaded = parse_profiles(text, tmp_path / "skbridge-profiles.yaml", Path("/elsewhere"))
     assert loaded.project == tmp_path.resolve()  # a project file: its folder is the project
     assert (loaded.get("a").mem, loaded.get("b").mem, loaded.get("b").image) == ("2G", "8G", IMAGE)
+    assert (loaded.get("a").gpus, loaded.get("a").time) == ("2", "30")  # YAML numbers kept as Slurm's text
     with pytest.raises(ConfigError, match=r"no profile 'c'.*profiles: a, b"):
         loaded.get("c")
 
@@ -226,3 +227,15 @@ def test_run_store_keeps_start_order(tmp_path: Path) -> None:
     assert store.runs("p", Path("/x"))[0].job_id == "10"
     store.drop("p", "2")
     assert [r.run_id for r in store.runs()] == ["1", "3"]
+
+
+def test_the_readme_example_is_a_valid_profile_file(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Profiles"):]
+    example = section[section.index("```yaml\n") + len("```yaml\n"):section.index("```\n", section.index("```yaml"))]
+    loaded = parse_profiles(example, tmp_path / "skbridge-profiles.yaml", tmp_path)
+    train = loaded.get("train")
+    assert (train.gpus, train.mem, train.code, train.results) == ("a100:2", "16G", ["src/", "train.py"], "outputs")
+    assert loaded.get("eval").base == "jobs/eval.sh" and loaded.get("eval").gpus == "1"
+    text = render_job("train", train, run_id="r", project=tmp_path)
+    assert "#K8S_MOUNT=datasets:/data:ro" in text and "#SBATCH --gres=gpu:a100:2" in text
