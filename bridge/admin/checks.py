@@ -23,6 +23,7 @@ from bridge.admin.slurm_conf import check_conf, parse_conf
 from bridge.errors import BridgeError
 from bridge.ingest.layout import ensure_user_folder, nas_folders
 from bridge.settings import Settings, load_settings
+from bridge.slurm.vocabulary import is_live
 from bridge.waiting import poll
 
 Outcome = Literal["PASS", "FAIL", "SKIP"]
@@ -338,29 +339,55 @@ def _admission(ctx: Context) -> str:
     return f"volumes outside {ctx.s.nas.root} refused, inside accepted"
 
 
-@check("kubernetes", "Slurm nodes map to Kubernetes nodes with the same GPUs")
+@check("kubernetes", "Slurm nodes map to Kubernetes nodes with the same CPUs, memory and GPUs")
 def _nodes(ctx: Context) -> str:
-    out = ctx.slurm("sinfo", "-h", "-N", "-o", "%N|%G")
+    from bridge.kubernetes.nodemap import NODES_PATH, NodeSize, disagreements, kube_node_size, map_nodes
+
+    out = ctx.slurm("sinfo", "-h", "-N", "-o", "%N|%c|%m|%G")
     if out.returncode != 0:
         raise Skipped("sinfo failed: slurmctld does not answer")
-    kube = _kube(ctx)
-    problems, seen = [], []
+    sizes: dict[str, NodeSize] = {}
     for line in sorted(set(out.stdout.split())):
-        node, _, gres = line.partition("|")
+        node, cpus, memory, gres = [*line.split("|"), "", "", ""][:4]
         gpus = sum(int(part.split(":")[-1].split("(")[0]) for part in gres.split(",") if part.startswith("gpu"))
-        name = ctx.s.kubernetes.kube_node(node)
-        found = kube.get_or_none(f"/api/v1/nodes/{name}")
-        if found is None:
-            problems.append(f"Slurm node {node} has no Kubernetes node {name}")
+        sizes[node] = NodeSize(cpus=int(cpus or 0), memory_mib=int(memory or 0), gpus=gpus)
+    items = {str(item["metadata"]["name"]): item for item in _kube(ctx).request("GET", NODES_PATH).get("items") or []}
+    mapping = map_nodes(ctx.s.kubernetes, sizes, items.values())
+    problems, seen = [], []
+    for node, size in sizes.items():
+        name = mapping[node]
+        if name is None:
+            problems.append(f"Slurm node {node} has no Kubernetes node ({_mapping_rule(ctx, node)})")
             continue
-        capacity = int(((found.get("status") or {}).get("capacity") or {}).get(ctx.s.kubernetes.gpu_resource, 0))
-        if capacity != gpus:
-            problems.append(f"{node}: Slurm {gpus} GPUs, Kubernetes {capacity}")
-        seen.append(f"{node}({gpus} GPUs)")
+        found = disagreements(size, kube_node_size(items[name], ctx.s.kubernetes.gpu_resource))
+        problems += [f"{node} (Kubernetes {name}): {problem}" for problem in found]
+        if not found:
+            seen.append(f"{node}->{name}({size.cpus} CPUs, {size.gpus} GPUs)")
+    # A map entry for a node Slurm does not have is stale or misspelt (and its node gets no job).
+    problems += [f"kubernetes.node_map names Slurm node {node}, which Slurm does not have"
+                 for node in sorted(set(ctx.s.kubernetes.node_map) - set(sizes))]
+    # A Kubernetes node that could take Pods but stands for no Slurm node gets no bridge job:
+    # a naming mistake (or a node_map/node_label entry missing). Cordoned or tainted ones are
+    # left out (control planes, other workloads).
+    mapped = {name for name in mapping.values() if name is not None}
+    for name, item in sorted(items.items()):
+        spec = item.get("spec") or {}
+        if name not in mapped and not spec.get("unschedulable") and not any(
+                taint.get("effect") in ("NoSchedule", "NoExecute") for taint in spec.get("taints") or []):
+            problems.append(f"Kubernetes node {name} has no Slurm node")
     if problems:
-        raise Failed("; ".join(problems), "name Kubernetes nodes like Slurm nodes (or set kubernetes.node_map) and "
-                     "match gres.conf to the device plugin's GPUs")
+        raise Failed("; ".join(problems), "name Kubernetes nodes like Slurm nodes (or set kubernetes.node_map or "
+                     "kubernetes.node_label) and match slurm.conf's CPUs/RealMemory and gres.conf to the kubelet's")
     return ", ".join(seen)
+
+
+def _mapping_rule(ctx: Context, node: str) -> str:
+    settings = ctx.s.kubernetes
+    if node in settings.node_map:
+        return f"kubernetes.node_map names {settings.node_map[node]}"
+    if settings.node_label:
+        return f"no single node labelled {settings.node_label}={node}"
+    return "no node of the same name"
 
 
 def _test_image(ctx: Context) -> str:
@@ -372,10 +399,14 @@ def _runtime(ctx: Context) -> str:
     out = ctx.slurm("sinfo", "-h", "-N", "-o", "%N")
     if out.returncode != 0:
         raise Skipped("sinfo failed: slurmctld does not answer")
+    from bridge.kubernetes.nodemap import NODES_PATH, map_nodes
+
     kube, image = _kube(ctx), _test_image(ctx)
+    kube_nodes = {str(item["metadata"]["name"]): item for item in kube.request("GET", NODES_PATH).get("items") or []}
+    mapping = map_nodes(ctx.s.kubernetes, sorted(set(out.stdout.split())), kube_nodes.values())
     problems, seen = [], []
     for node in sorted(set(out.stdout.split())):
-        found = kube.get_or_none(f"/api/v1/nodes/{ctx.s.kubernetes.kube_node(node)}")
+        found = kube_nodes.get(mapping.get(node) or "")
         if found is None:
             continue  # the node-mapping check reports it
         status = found.get("status") or {}
@@ -534,7 +565,7 @@ def _e2e(ctx: Context) -> str:
         out = ctx.slurm("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode")
         line = out.stdout.strip()
         state = line.split("|")[0] if line else ""
-        return line if state and state not in {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED"} else None
+        return line if state and not is_live(state) else None
 
     final = _poll("the job to finish", timeout, finished, f"`sacct -j {job_id}`")
     mark("job_finished")

@@ -13,7 +13,14 @@ from typing import Any
 
 from bridge.kubernetes.client import Kube
 from bridge.kubernetes.kubeconfig import render_kubeconfig
-from bridge.kubernetes.render import LABEL_MANAGED_BY, MANAGED_BY, ObjectNames, stamp_spec_hash
+from bridge.kubernetes.render import (
+    LABEL_ARRAY_JOB_ID,
+    LABEL_ARRAY_TASK_ID,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    ObjectNames,
+    stamp_spec_hash,
+)
 from bridge.runas import write_file_as
 from bridge.slurm.jobinfo import JobAllocation
 
@@ -39,6 +46,8 @@ def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) ->
     name = access_name(pod_name)
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ACCESS_FOR_JOB: allocation.job_id,
               "slurm.job-id": allocation.job_id, "slurm.restart-count": str(allocation.restart_count)}
+    if allocation.results_name != allocation.job_id:  # an array task: grouped with its array, as its Pod
+        labels |= {LABEL_ARRAY_JOB_ID: allocation.array_job_id, LABEL_ARRAY_TASK_ID: allocation.array_task_id}
     def meta() -> dict[str, Any]:
         return {"name": name, "namespace": namespace, "labels": dict(labels)}
 

@@ -1,8 +1,9 @@
 """Every node's CPUs, memory and GPUs by type, free and total: one `sinfo` call.
 
-Free GPUs are the configured GRES minus GresUsed. Whether Kubernetes has the node too is
-only known to someone who may list nodes (root with the bridge's kubeconfig); users see
-it as unknown.
+Free GPUs are the configured GRES minus GresUsed. Whether Kubernetes has the node too (by
+the bridge's node mapping, bridge.kubernetes.nodemap) and whether both sides count the same
+CPUs, memory and GPUs is only known to someone who may list nodes (root with the bridge's
+kubeconfig); users see it as unknown.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class NodeRow:
     gpus_used: dict[str, int]
     partitions: list[str] = field(default_factory=list)
     kubernetes: str = "unknown"
+    kube_node: str | None = None
+    disagreements: list[str] = field(default_factory=list)
 
     @property
     def gpus_free(self) -> dict[str, int]:
@@ -43,7 +46,8 @@ class NodeRow:
                 "memory_mib": {"total": self.memory_mib, "allocated": self.memory_alloc_mib,
                                "free": max(0, self.memory_mib - self.memory_alloc_mib)},
                 "gpus": {kind: {"total": total, "free": self.gpus_free[kind]} for kind, total in self.gpus_total.items()},
-                "kubernetes": self.kubernetes}
+                "kubernetes": self.kubernetes, "kubernetes_node": self.kube_node,
+                "disagreements": self.disagreements}
 
 
 def _int(text: str) -> int:
@@ -84,22 +88,30 @@ def add_kubernetes_view(settings: Settings, nodes: list[NodeRow]) -> list[str]:
     if os.geteuid() != 0 or not os.access(path, os.R_OK):
         return []
     from bridge.kubernetes.client import load_client
+    from bridge.kubernetes.nodemap import NODES_PATH, NodeSize, disagreements, kube_node_size, map_nodes
 
     try:
         kube = load_client(path, timeout_s=settings.kubernetes.api_timeout_s)
-        listing = kube.request("GET", "/api/v1/nodes")
+        listing = kube.request("GET", NODES_PATH)
     except BridgeError:
         for node in nodes:
             node.kubernetes = "unreachable"
         return []
-    ready: dict[str, bool] = {}
-    for item in listing.get("items") or []:
-        conditions = (item.get("status") or {}).get("conditions") or []
-        ready[item["metadata"]["name"]] = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    mapped = set()
+    items = {str(item["metadata"]["name"]): item for item in listing.get("items") or []}
+    mapping = map_nodes(settings.kubernetes, [node.name for node in nodes], items.values())
     for node in nodes:
-        kube_name = settings.kubernetes.kube_node(node.name)
-        mapped.add(kube_name)
-        node.kubernetes = ("Ready" if ready[kube_name] else "NotReady") if kube_name in ready else "missing"
-    return sorted(name for name in ready if name not in mapped)
+        kube_name = mapping.get(node.name)
+        if kube_name is None:
+            node.kubernetes = "missing"
+            continue
+        item = items[kube_name]
+        conditions = (item.get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        node.kube_node = kube_name
+        node.disagreements = disagreements(
+            NodeSize(cpus=node.cpus_total, memory_mib=node.memory_mib, gpus=sum(node.gpus_total.values())),
+            kube_node_size(item, settings.kubernetes.gpu_resource))
+        node.kubernetes = "disagrees" if node.disagreements else ("Ready" if ready else "NotReady")
+    mapped = {name for name in mapping.values() if name is not None}
+    return sorted(name for name in items if name not in mapped)
 

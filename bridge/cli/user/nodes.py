@@ -35,7 +35,10 @@ def nodes(
             total_gpus[kind] = total_gpus.get(kind, 0) + total
             free_gpus[kind] = free_gpus.get(kind, 0) + row.gpus_free[kind]
         kube = row.kubernetes
-        style = {"Ready": "green", "missing": "red", "NotReady": "red", "unreachable": "yellow"}.get(kube, "dim")
+        style = {"Ready": "green", "missing": "red", "NotReady": "red", "disagrees": "red",
+                 "unreachable": "yellow"}.get(kube, "dim")
+        if row.kube_node and row.kube_node != row.name:
+            kube = f"{kube} ({row.kube_node})"
         table.add_row(row.name, row.state, ",".join(row.partitions),
                       f"{row.cpus_total - row.cpus_alloc}/{row.cpus_total}",
                       f"{(row.memory_mib - row.memory_alloc_mib) / 1024:.0f}/{row.memory_mib / 1024:.0f}",
@@ -47,3 +50,6 @@ def nodes(
         out.print(f"[red]Kubernetes node {name} has no Slurm node[/red] (jobs never run there)")
     if any(row.kubernetes == "missing" for row in rows):
         out.print("[red]a Slurm node missing in Kubernetes cannot run bridge jobs[/red]")
+    for row in rows:
+        for problem in row.disagreements:
+            out.print(f"[red]{row.name} disagrees: {problem}[/red]")
