@@ -128,7 +128,7 @@ def _finish(run: Run, run_dir: Path, store: RunStore) -> None:
     store.put(run)
 
 
-def job_state(settings: Settings, run: Run) -> tuple[str, bool]:
+def job_state(settings: Settings | None, run: Run) -> tuple[str, bool]:
     """(Slurm state, still active) of a run; a job Slurm forgot counts as ended."""
     if run.job_id is None:
         return "NOT SUBMITTED", False
@@ -141,6 +141,7 @@ def job_state(settings: Settings, run: Run) -> tuple[str, bool]:
         return state, state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED")
     from bridge.userview.queue import find_job
 
+    assert settings is not None  # a run of this machine: its Slurm is here
     job = find_job(settings.slurm, run.job_id)
     if job is None:
         return "UNKNOWN", False

@@ -250,7 +250,22 @@ def test_profile_run_over_host_uploads_the_snapshot(project: Project) -> None:
     assert collected.returncode == 0, collected.stderr
     dest = project.path / "skbridge-results" / "hello" / run["job_id"]
     assert (dest / "results" / "seen.py").is_file() and (dest / f"slurm-{run['job_id']}.out").is_file()
-    assert not snapshot.exists()
+    assert not snapshot.exists()  # removed on the login node, over ssh
+    assert project.runs("hello")[-1]["state"] == "COLLECTED"
+
+    # The whole round over ssh: run, follow the output, collect, the job's exit status.
+    full = project.skb("profile", "full", "hello", "--yes", "--host", "login.lab")
+    second = project.runs("hello")[-1]
+    project.cli.jobs.submitted.append(second["job_id"])
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert full.stdout.index(f"ran in skb-{second['job_id']}-r0") < full.stdout.index("collected job")
+    assert second["host"] == "login.lab" and second["state"] == "COLLECTED"
+    assert not Path(second["run_dir"]).exists()
+
+    cleaned = project.skb("profile", "clean", "--yes")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not dest.exists() and not Path(second["collected_to"]).exists()
+    assert project.runs() == []
 
 
 def test_profile_help_documents_exit_codes(project: Project) -> None:

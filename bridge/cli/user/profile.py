@@ -115,7 +115,7 @@ def active_runs(settings: Settings | None, runs: list[Run]) -> list[tuple[Run, s
     for run in runs:
         if run.job_id is None or run.collected_at:
             continue
-        state, active = job_state(settings, run)  # type: ignore[arg-type]
+        state, active = job_state(settings, run)
         if active:
             found.append((run, state))
     return found
@@ -190,6 +190,7 @@ def full(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     force: bool = typer.Option(False, "--force", help="Submit even when a run of this profile is still active."),
     dirty: bool = typer.Option(False, "--dirty", help="Snapshot uncommitted changes too (git projects)."),
+    host: str | None = HostOption,
     profiles: Path | None = ProfilesOption,
     config: Path | None = ConfigOption,
 ) -> None:
@@ -197,13 +198,35 @@ def full(
     from bridge.cli.user.profile_runs import collect_and_report
     from bridge.cli.user.submit import _follow, _job_exit
 
-    run, settings = start(name, yes=yes, force=force, dirty=dirty, host=None, profiles=profiles, config=config,
+    run, settings = start(name, yes=yes, force=force, dirty=dirty, host=host, profiles=profiles, config=config,
                           command="profile full")
-    assert settings is not None and run.job_id is not None
+    assert run.job_id is not None
     with failures("profile full"):
+        profile = _loaded(profiles).get(name)
+        if host is not None:
+            code = _follow_remote(run)
+            collect_and_report(None, run, profile, keep_snapshot=False, as_json=False)
+            raise typer.Exit(code)
+        assert settings is not None
         final = _follow(settings, run.job_id)
-        collect_and_report(settings, run, _loaded(profiles).get(name), keep_snapshot=False, as_json=False)
+        collect_and_report(settings, run, profile, keep_snapshot=False, as_json=False)
     raise typer.Exit(_job_exit(final))
+
+
+def _follow_remote(run: Run, poll_s: float = 2.0) -> int:
+    """Stream the job's output over ssh until it ends, then wait for Slurm to finish it; its exit status."""
+    import json
+    import time
+
+    assert run.host is not None and run.job_id is not None
+    remote = Remote.from_env(run.host)
+    remote.passthrough(["logs", run.job_id, "-f"])
+    while job_state(None, run)[1]:  # COMPLETING after the output ends
+        time.sleep(poll_s)
+    final = json.loads(remote.output(["status", run.job_id, "--json"]))
+    if final.get("exit_code"):
+        return min(int(final["exit_code"]), 255)
+    return 0 if final.get("state") == "COMPLETED" else EXIT_FAILED
 
 
 @app.command("receive", hidden=True)

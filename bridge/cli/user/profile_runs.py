@@ -82,7 +82,7 @@ def log(name: str = typer.Argument(..., help="Profile name."),
     logs(job_id=run.job_id, follow_=follow_, tail=tail, config=config)
 
 
-def collect_and_report(settings: Settings, run: Run, profile: Profile, *, keep_snapshot: bool, as_json: bool) -> None:
+def collect_and_report(settings: Settings | None, run: Run, profile: Profile, *, keep_snapshot: bool, as_json: bool) -> None:
     dest, copied = collect(settings, caller()[1], run, profile, RunStore(), keep_snapshot=keep_snapshot)
     if as_json:
         emit_json({"profile": run.profile, "run_id": run.run_id, "job_id": run.job_id, "collected_to": str(dest),
