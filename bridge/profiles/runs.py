@@ -16,7 +16,7 @@ from typing import IO
 
 import structlog
 
-from bridge.errors import ConfigError, PermanentError
+from bridge.errors import ConfigError, PermanentError, TemporaryError
 from bridge.profiles.model import Loaded, Profile
 from bridge.profiles.remote import Remote
 from bridge.profiles.render import RUNS_DIR, render_job, run_rel
@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 JOB_FILE = ".skbridge-job.sh"
 _RUN_REL = re.compile(rf"^{RUNS_DIR}/[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}/\d{{8}}-\d{{6}}-[0-9a-f]{{4}}$")
 _OUTPUT = re.compile(r"^slurm-(\d+)\.out$")
+_EXIT_NOT_FOUND = 3  # skbridge status: no such job (cli.user.common.EXIT_NOT_FOUND)
 
 
 def new_run_id() -> str:
@@ -135,8 +136,10 @@ def job_state(settings: Settings | None, run: Run) -> tuple[str, bool]:
     if run.host:
         remote = Remote.from_env(run.host)
         done = remote.run(["status", run.job_id, "--json"])
-        if done.returncode != 0:
+        if done.returncode == _EXIT_NOT_FOUND:
             return "UNKNOWN", False
+        if done.returncode != 0:
+            raise TemporaryError(f"{run.host}: skbridge status {run.job_id} failed (exit {done.returncode})")
         state = str(json.loads(done.stdout).get("state") or "UNKNOWN")
         return state, state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED")
     from bridge.userview.queue import find_job
@@ -146,6 +149,36 @@ def job_state(settings: Settings | None, run: Run) -> tuple[str, bool]:
     if job is None:
         return "UNKNOWN", False
     return job.state, not job.ended
+
+
+# Ended without completing (or forgotten by Slurm): what `recover --resubmit` submits again.
+UNFINISHED_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                               "DEADLINE", "UNKNOWN"})
+
+
+def resubmit_run(settings: Settings | None, run: Run, store: RunStore) -> str:
+    """Submit the run's job file again from its snapshot folder (left as the last attempt left it); the new id."""
+    job_file = str(Path(run.run_dir) / JOB_FILE)
+    if run.host:
+        out = Remote.from_env(run.host).output(["submit", "--parsable", "--chdir", run.run_dir, job_file])
+        job_id = out.strip().splitlines()[0] if out.strip() else ""
+        if not job_id.isdigit():
+            raise PermanentError(f"{run.host} printed no job id: {out.strip()!r}")
+    else:
+        from bridge.userview.actions import submit_sbatch
+
+        assert settings is not None
+        if not Path(job_file).is_file():
+            raise PermanentError(f"run {run.run_id}: its snapshot {run.run_dir} is gone; start a new run instead")
+        job_id = submit_sbatch(settings, Path(job_file), cwd=Path(run.run_dir))
+    assert run.job_id is not None
+    run.previous_jobs.append(run.job_id)
+    run.job_id, run.state = job_id, None
+    if not run.host:
+        (Path(run.run_dir) / RUN_RECORD).write_text(run.model_dump_json(indent=1), encoding="utf-8")
+    store.put(run)
+    log.info("profile run resubmitted", job_id=job_id, profile=run.profile, file=job_file)
+    return job_id
 
 
 def collect_dest(run: Run, profile: Profile) -> Path:

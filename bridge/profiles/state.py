@@ -37,6 +37,7 @@ class Run(BaseModel):
     collected_to: str | None = None
     collected_at: str | None = None
     snapshot_removed: bool = False
+    previous_jobs: list[str] = []  # earlier attempts (`recover --resubmit`)
 
 
 def state_dir() -> Path:

@@ -42,6 +42,9 @@ profiles:
     results: out
   long:
     command: echo long started; sleep 600
+  flaky:
+    command: |
+      if [ -f attempted ]; then echo second attempt; else touch attempted; echo first attempt; exit 3; fi
 """
 
 
@@ -206,6 +209,27 @@ def test_recover_collects_ended_runs_and_relinks_lost_ones(project: Project) -> 
         assert not Path(run["run_dir"]).exists()
     again = project.skb("profile", "recover", "hello")
     assert again.returncode == 0 and "nothing to recover" in again.stdout
+
+
+def test_recover_resubmits_a_failed_run_from_its_snapshot(project: Project) -> None:
+    failed = project.run_profile("flaky")
+    assert project.cli.jobs.wait_done(failed["job_id"], timeout_s=180) == ("FAILED", "3:0")
+    wait_for((project.cli.jobs.results(ALICE, failed["job_id"]) / "SHA256SUMS").exists, timeout_s=60,
+             what="results collected by the epilog")
+    again = project.skb("profile", "recover", "flaky", "--resubmit", "--json")
+    assert again.returncode == 0, again.stderr
+    [entry] = json.loads(again.stdout)
+    new_id = entry["resubmitted_as"]
+    project.cli.jobs.submitted.append(new_id)
+    assert entry["state"] == "FAILED" and new_id != failed["job_id"] and entry["collected_to"] is None
+    assert project.cli.jobs.wait_done(new_id, timeout_s=180)[0] == "COMPLETED"
+    wait_for((project.cli.jobs.results(ALICE, new_id) / "SHA256SUMS").exists, timeout_s=60, what="results collected")
+    run = project.runs("flaky")[-1]
+    assert (run["run_id"], run["job_id"], run["previous_jobs"]) == (failed["run_id"], new_id, [failed["job_id"]])
+    # The same snapshot folder: the first attempt's file is there, so this one went the other way.
+    assert "second attempt" in (Path(run["run_dir"]) / f"slurm-{new_id}.out").read_text()
+    collected = project.skb("profile", "recover", "flaky", "--resubmit", "--json")
+    assert json.loads(collected.stdout)[0]["collected_to"]  # completed: collected, not submitted again
 
 
 def test_full_runs_follows_and_collects(project: Project) -> None:

@@ -23,7 +23,7 @@ from bridge.cli.user.profile import EXIT_REFUSED, ProfilesOption, app
 from bridge.profiles.model import Profile, load_profiles
 from bridge.profiles.remote import Remote
 from bridge.profiles.render import RUNS_DIR, run_rel
-from bridge.profiles.runs import clean_targets, collect, job_state, nas_home, orphans
+from bridge.profiles.runs import UNFINISHED_STATES, clean_targets, collect, job_state, nas_home, orphans, resubmit_run
 from bridge.profiles.state import Run, RunStore
 from bridge.settings import Settings
 from bridge.userview.status import caller
@@ -116,10 +116,13 @@ def collect_command(name: str = typer.Argument(..., help="Profile name."),
 
 
 @app.command("recover")
-def recover(name: str = typer.Argument(..., help="Profile name."), profiles: Path | None = ProfilesOption,
-            as_json: bool = JsonOption, config: Path | None = ConfigOption) -> None:
+def recover(name: str = typer.Argument(..., help="Profile name."),
+            resubmit: bool = typer.Option(False, "--resubmit", help="Submit a run whose job failed, was cancelled, "
+                                          "timed out or is unknown to Slurm again, from its own snapshot."),
+            profiles: Path | None = ProfilesOption, as_json: bool = JsonOption, config: Path | None = ConfigOption) -> None:
     """Find runs of NAME whose job ended but whose results were never collected (also run folders
-    on the NAS this machine lost track of) and collect them; active runs are left alone."""
+    on the NAS this machine lost track of) and collect them; with --resubmit, a run that did not
+    complete is submitted again from the same snapshot instead. Active runs are left alone."""
     settings = settings_or_exit("profile recover", config)
     store = RunStore()
     report = []
@@ -132,9 +135,11 @@ def recover(name: str = typer.Argument(..., help="Profile name."), profiles: Pat
             store.put(run)
         for run in [r for r in known if not r.collected_at and r.job_id] + relinked:
             state, active = job_state(settings, run)
-            entry = {"run_id": run.run_id, "job_id": run.job_id, "state": state,
-                     "relinked": run in relinked, "collected_to": None}
-            if not active and run.job_id:
+            entry: dict[str, object] = {"run_id": run.run_id, "job_id": run.job_id, "state": state,
+                                        "relinked": run in relinked, "collected_to": None, "resubmitted_as": None}
+            if not active and resubmit and state in UNFINISHED_STATES and not run.snapshot_removed:
+                entry["resubmitted_as"] = resubmit_run(settings, run, store)
+            elif not active:
                 dest, _copied = collect(settings, caller()[1], run, profile, store)
                 entry["collected_to"] = str(dest)
             report.append(entry)
@@ -144,7 +149,8 @@ def recover(name: str = typer.Argument(..., help="Profile name."), profiles: Pat
     if not report:
         out.print(f"nothing to recover: every run of {escape(name)} is collected or still active")
     for entry in report:
-        what = f"collected → {entry['collected_to']}" if entry["collected_to"] else "still active, left alone"
+        what = (f"resubmitted as job {entry['resubmitted_as']}" if entry["resubmitted_as"]
+                else f"collected → {entry['collected_to']}" if entry["collected_to"] else "still active, left alone")
         out.print(f"run {entry['run_id']} (job {entry['job_id']}, {entry['state']}"
                   f"{', re-linked from the NAS' if entry['relinked'] else ''}): {escape(what)}")
 
