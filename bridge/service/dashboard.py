@@ -80,7 +80,8 @@ def job_list(request: Request, state: State, signed: PageUser,
 def _job_context(state: Any, signed: Any, job_id: str) -> dict[str, Any]:
     status = jobs.job_detail(job_id=job_id, state=state, who=signed.who)
     listing = results.results_listing(job_id=job_id, state=state, who=signed.who)
-    ended = status.get("exit_code") is not None or not is_live(str(status.get("state") or "PENDING"))
+    # COMPLETING is live (its epilog still runs): the page keeps re-reading until the final state.
+    ended = not is_live(str(status.get("state") or "PENDING"))
     return {"signed": signed, "job": status, "results": listing, "ended": ended,
             "final": ended and bool(listing.get("ready"))}
 

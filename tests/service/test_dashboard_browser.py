@@ -95,7 +95,7 @@ def test_alice_submits_watches_and_downloads_bob_sees_nothing(dashboard: Service
     assert "all done" in log_text
     link = wait(browser, 90).until(ec.presence_of_element_located(
         (By.CSS_SELECTOR, "#results a[href$='/results/results/result.txt']")))
-    assert "COMPLETED" in browser.find_element(By.ID, "job-state").text
+    wait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "job-state"), "COMPLETED"))
     assert [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#timeline td:first-child")][:2] == \
         ["submitted", "allocated"]
     screenshot(browser, "dashboard-job-done")
