@@ -255,6 +255,11 @@ def test_submit_over_host_sends_the_file_on_stdin(project: Project) -> None:
     assert not (project.path / "pwned").exists() and not (hostile / "pwned").exists()
     assert (hostile / f"slurm-{job_id}.out").is_file()  # the quoted --chdir reached sbatch as one word
     assert "over ssh from /workspace/" in (hostile / f"slurm-{job_id}.out").read_text()
+    # --wait over ssh ends with the job and hands its exit status back.
+    waited = project.skb("submit", "--host", "login.lab", "--wait", "-",
+                         stdin=job_script(env=("SANDBOX_EXIT_CODE=7",), body="echo failing on purpose"))
+    project.cli.jobs.submitted += [line for line in waited.stdout.split() if line.isdigit()][:1]
+    assert waited.returncode == 7, waited.stdout + waited.stderr
     bad_host = project.skb("submit", "--host", "-oProxyCommand=touch pwned", "-", stdin=job_script())
     assert bad_host.returncode == 2 and "not a host name" in bad_host.stderr
     assert not (project.path / "pwned").exists()
