@@ -114,6 +114,8 @@ def _record_collect_failure(settings: Settings, allocation: JobAllocation, reaso
 
 def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, script: str) -> None:
     structlog.contextvars.bind_contextvars(user=allocation.user)
+    if allocation.results_name != allocation.job_id:  # an array task: `12345_3`, as users know it
+        structlog.contextvars.bind_contextvars(array_task=allocation.results_name)
     uid, gid = allocation.uid, allocation.gid
     records = JobRecords(settings.job_records_dir)
     # results/<user>/<jobid>/, or <arrayjob>_<task>/ for an array task (the prolog's folder).

@@ -168,6 +168,8 @@ def _refuse_unreadable(settings: Settings, job_id: str, owner: JobOwner, reason:
 def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timings: PrologTimings) -> int:
     kube_settings = settings.kubernetes
     structlog.contextvars.bind_contextvars(user=allocation.user, attempt=allocation.restart_count)
+    if allocation.results_name != allocation.job_id:  # an array task: `12345_3`, as users know it
+        structlog.contextvars.bind_contextvars(array_task=allocation.results_name)
     job_dir = ensure_results_dir(settings.nas, allocation.user, allocation.uid, allocation.gid,
                                  allocation.results_name)
     records = JobRecords(settings.job_records_dir)
