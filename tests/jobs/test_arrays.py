@@ -6,15 +6,26 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import time
 from datetime import datetime
 from typing import Any
 
 import yaml
 
+from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.layout import user_submit_dir
-from bridge.kubernetes.objects import KIND_ORDER, collection_path
-from bridge.kubernetes.render import LABEL_ARRAY_JOB_ID, LABEL_ARRAY_TASK_ID, LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY
+from bridge.kubernetes.access import attach_identity
+from bridge.kubernetes.objects import KIND_ORDER, collection_path, create_objects
+from bridge.kubernetes.render import (
+    LABEL_ARRAY_JOB_ID,
+    LABEL_ARRAY_TASK_ID,
+    LABEL_JOB_ID,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    render_job,
+)
+from bridge.slurm.jobinfo import JobAllocation, NodeAllocation
 from tests.conftest import Sandbox, wait_for
 from tests.jobs.conftest import TERMINAL, Jobs, job_script
 
@@ -186,3 +197,30 @@ def test_a_dropped_array_runs_each_task_in_its_own_pod(jobs: Jobs, sandbox: Sand
     for task in (5, 7):
         assert f"task={task} of=2 array={array_id}" in (home / "out" / f"{array_id}_{task}.out").read_text()
         assert (jobs.settings.nas.results_root / "skbalice" / f"{array_id}_{task}" / "summary.json").is_file()
+
+
+def test_the_reaper_collects_an_array_task_into_its_own_folder(jobs: Jobs, sandbox: Sandbox) -> None:
+    """Objects of an array task whose epilog never ran (held in the parked partition, so alive,
+    then cancelled): the reaper finds the task's folder by its objects' array labels."""
+    array_id = jobs.sbatch("skbbob", job_script("--array=3", env=("SANDBOX_RUN_DURATION=1s",)), "--partition=parked")
+    bob = pwd.getpwnam("skbbob")
+    allocation = JobAllocation(
+        job_id=array_id, name="left", user="skbbob", uid=bob.pw_uid, gid=bob.pw_gid, groups=(bob.pw_gid,),
+        partition="gpu", restart_count=0, time_limit_minutes=10, state="RUNNING", submit_time=0, start_time=0,
+        nodes=(NodeAllocation(node=sandbox.node_name, cpus=1, memory_mib=1024),),
+        array_job_id=array_id, array_task_id="3")
+    spec, problems = parse_job_text(job_script(), jobs.settings.policy, jobs.settings.nas, owner="skbbob")
+    assert spec is not None, problems
+    jobs.home("skbbob")
+    rendered = render_job(jobs.settings, allocation, spec, job_script())
+    create_objects(jobs.kube, rendered, jobs.namespace, [],
+                   extra=attach_identity(jobs.namespace, allocation, rendered.names.pod))
+    assert len(array_objects(jobs, array_id)) >= 4  # the access objects carry the array labels too
+    sandbox.slurm("scancel", array_id)
+    jobs.wait_done(array_id)
+    wait_for(lambda: not array_objects(jobs, array_id), timeout_s=60, what="the reaper removing the leftovers")
+    folder = jobs.settings.nas.results_root / "skbbob" / f"{array_id}_3"
+    wait_for((folder / "summary.json").exists, timeout_s=30, what="the reaper's summary in the task's folder")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (summary["collected_by"], summary["job_id"]) == ("reaper", array_id)
+    assert not (jobs.settings.nas.results_root / "skbbob" / array_id).exists()
