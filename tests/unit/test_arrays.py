@@ -9,7 +9,11 @@ import pytest
 
 from bridge.errors import PermanentError
 from bridge.kubernetes.render import LABEL_ARRAY_JOB_ID, LABEL_ARRAY_TASK_ID, LABEL_JOB_ID, render_job
-from bridge.slurm.jobinfo import array_of_env, array_task_name, parse_scontrol_job
+from bridge.settings import SlurmSettings
+from bridge.slurm import jobinfo
+from bridge.slurm.commands import SlurmResult
+from bridge.slurm.identity import JobOwner
+from bridge.slurm.jobinfo import AmbiguousJobRecord, array_of_env, array_task_name, parse_scontrol_job
 from bridge.userview.queue import check_job_id
 from tests.unit.test_jobinfo import SHOW_JOB
 from tests.unit.test_render import REFERENCE, SCRIPT, Directives, reference_settings
@@ -78,3 +82,39 @@ def test_job_ids_and_array_tasks_are_accepted(job_id: str) -> None:
 def test_other_ids_are_refused(job_id: str) -> None:
     with pytest.raises(PermanentError):
         check_job_id(job_id)
+
+
+class FakeSlurm:
+    """Slurm's command line at its boundary: canned output per command, and the calls made."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def __call__(self, _settings: object, argv: list[str], **_kwargs: object) -> SlurmResult:
+        self.calls.append(argv)
+        return SlurmResult(stdout=self.answers[argv[0]], stderr="")
+
+
+def test_a_task_is_asked_for_by_its_array_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task holding the array's own id: `scontrol show job 13009` would list the whole array."""
+    fake = FakeSlurm({"scontrol": SHOW_JOB.replace("JobId=11201 JobName=my job name",
+                                                   "JobId=11201 ArrayJobId=11201 ArrayTaskId=7 JobName=x")})
+    monkeypatch.setattr(jobinfo, "run_slurm", fake)
+    owner = JobOwner(user="root", uid=0, gid=0, groups=(0,))
+    env = {"SLURM_ARRAY_JOB_ID": "11201", "SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "8",
+           "SLURM_ARRAY_TASK_STEP": "x"}
+    job = jobinfo.read_allocation(SlurmSettings(), "11201", owner, env)
+    assert fake.calls == [["scontrol", "show", "job", "-d", "11201_7"]]
+    assert job.results_name == "11201_7" and job.array_env == (("SLURM_ARRAY_TASK_COUNT", "8"),)
+    with pytest.raises(AmbiguousJobRecord, match="slurmctld 11201_6"):
+        jobinfo.read_allocation(SlurmSettings(), "11201", owner, {**env, "SLURM_ARRAY_TASK_ID": "6"})
+
+
+def test_by_hand_the_hook_asks_squeue_for_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeSlurm({"squeue": "13010|1501|alice|1501|vm|13009|4\n"})
+    monkeypatch.setattr(jobinfo, "run_slurm", fake)
+    env = jobinfo.complete_hook_env(SlurmSettings(), "13010", {})
+    assert (env["SLURM_JOB_UID"], env["SLURM_ARRAY_JOB_ID"], env["SLURM_ARRAY_TASK_ID"]) == ("1501", "13009", "4")
+    fake.answers["squeue"] = "13011|1501|alice|1501|vm|13011|N/A\n"
+    assert "SLURM_ARRAY_JOB_ID" not in jobinfo.complete_hook_env(SlurmSettings(), "13011", {})
