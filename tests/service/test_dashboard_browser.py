@@ -1,7 +1,7 @@
 """Issue 16's dashboard, clicked through in a real headless chromium as the lab's users would:
 alice signs in with `skbridge dashboard`, submits a job through the form, finds it in her list,
 watches its log lines arrive and its progress move, downloads a result; bob cannot see it;
-bob cancels his own job from its page. Screenshots are kept as test artifacts."""
+bob uploads a job file and cancels the job from its page. Screenshots are kept as test artifacts."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_alice_submits_watches_and_downloads_bob_sees_nothing(dashboard: Service
 
 
 def test_bob_cancels_from_the_ui_and_bad_files_show_the_reasons(dashboard: Service, jobs: Jobs,
-                                                                browser: WebDriver) -> None:  # noqa: F811
+                                                                browser: WebDriver, tmp_path: Path) -> None:  # noqa: F811
     url = dashboard.url
     jobs.home("skbbob")
     sign_in(browser, url, "skbbob")
@@ -132,9 +132,15 @@ def test_bob_cancels_from_the_ui_and_bad_files_show_the_reasons(dashboard: Servi
     assert "not submitted" in problems.text and problems.find_elements(By.TAG_NAME, "li")
     screenshot(browser, "dashboard-submit-refused")
 
-    submit_through_form(browser, url, job_script(env=("SANDBOX_RUN_DURATION=300",)), "long.sh")
+    # This one is uploaded as a file: the job takes the file's name.
+    upload = tmp_path / "long-upload.sh"
+    upload.write_text(job_script(env=("SANDBOX_RUN_DURATION=300",)), encoding="utf-8")
+    browser.get(f"{url}/dashboard/submit")
+    wait(browser).until(ec.presence_of_element_located((By.ID, "upload"))).send_keys(str(upload))
+    browser.find_element(By.ID, "submit").click()
     wait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "note"), "Job submitted."))
     job_id = browser.find_element(By.ID, "job-id").text
+    assert browser.find_element(By.ID, "job-name").text == "long-upload.sh"
     jobs.submitted.append(job_id)
     jobs.wait_state(job_id, {"RUNNING"}, timeout_s=90)
     wait(browser, 30).until(ec.text_to_be_present_in_element((By.ID, "job-state"), "RUNNING"))
