@@ -158,6 +158,7 @@ class RetentionSettings(_Section):
     results_days: float | None = Field(default=None, gt=0, description="Job folders in results/<user>/ (null: keep)")
     results_max_gib_per_user: float | None = Field(
         default=None, gt=0, description="Per user: oldest finished job folders go first above this size (null: no cap)")
+    history_days: float | None = Field(default=365, gt=0, description="Finished jobs in the job history (history.path)")
     interval_s: float = Field(default=3600.0, gt=0, description="How often the watcher applies retention")
 
 
@@ -244,6 +245,17 @@ class MetricsSettings(_Section):
     port: int = Field(default=9642, ge=0, le=65535, description="TCP port of the watcher's /metrics; 0: no endpoint")
 
 
+class HistorySettings(_Section):
+    """The job history `skbridge serve` lists jobs from, fed by the watcher, the hooks and the service."""
+
+    path: Path = Field(default=Path("/var/lib/slurm-k8s-bridge/history.sqlite"),
+                       description="Job history (SQLite WAL, local disk of the controller host, root's alone)")
+    busy_timeout_s: float = Field(default=0.5, gt=0, le=10, description="Longest wait for another writer's lock; "
+                                  "a hook or the watcher then goes on without writing (the job never waits on it)")
+    live_refresh_s: float = Field(default=2.0, ge=0, description="GET /api/v1/jobs: how old the live Slurm state "
+                                  "merged into unfinished jobs may be (one squeue per user at most this often)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKBRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -254,6 +266,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Least severe level logged")
     hook_log_path: Path = Field(default=Path("/var/log/slurm-k8s-bridge/hooks.log"),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import BridgeError, TemporaryError
+from bridge.history.record import history_of
 from bridge.log import get_logger
 from bridge.runas import run_as_user
 from bridge.settings import Settings
@@ -176,9 +177,23 @@ def retention_pass(settings: Settings) -> tuple[int, list[str]]:
         log.warning("retention skipped: Slurm cannot say which jobs are live", error=str(exc))
         return 0, []
     done, errors = apply_retention(removals)
-    if done or errors:
-        log.info("retention pass", removed=done, bytes=sum(r.size_bytes for r in removals), errors=errors[:20])
+    forgotten = prune_history(settings)
+    if done or errors or forgotten:
+        log.info("retention pass", removed=done, bytes=sum(r.size_bytes for r in removals), errors=errors[:20],
+                 history_rows=forgotten)
     return done, errors
+
+
+def prune_history(settings: Settings) -> int:
+    """Finished jobs older than retention.history_days leave the job history (never a live one)."""
+    days = settings.retention.history_days
+    if days is None:
+        return 0
+    try:
+        return history_of(settings).prune(days * DAY_S)
+    except Exception as exc:  # the history is a convenience: its trouble never stops retention
+        log.warning("job history not pruned", error=f"{type(exc).__name__}: {exc}")
+        return 0
 
 
 def results_usage(settings: Settings) -> list[UserUsage]:

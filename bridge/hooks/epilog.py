@@ -27,6 +27,7 @@ from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, run_as_user, write_atomic
 from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
 from bridge.errors import BridgeError, ConfigError, TemporaryError
+from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import has_launcher, strip_launcher
@@ -55,6 +56,8 @@ def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
         if script and not (is_bridge_script(script) and has_launcher(script)):
             return 0
         allocation = _allocation(settings, job_id, hook_env)
+        if allocation is not None:
+            jobhistory.ended(settings, allocation)
         try:
             kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
         except BridgeError as exc:
@@ -64,10 +67,12 @@ def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
         if allocation is not None:
             try:
                 collect_job(settings, kube, allocation, strip_launcher(script))
+                jobhistory.collected(settings, allocation)
             except Exception as exc:
                 # The user's folder unwritable, the NAS full, a bug: tell the user, then tear down anyway.
                 log.exception("collecting failed; tearing down anyway")
                 _record_collect_failure(settings, allocation, f"{type(exc).__name__}: {exc}")
+                jobhistory.collected(settings, allocation, failure=f"{type(exc).__name__}: {exc}")
         left = teardown(settings, kube, job_id)
         _epilog_done("objects_left" if left else "clean", started)
         return 1 if left else 0

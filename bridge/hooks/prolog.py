@@ -23,6 +23,7 @@ from bridge import metrics
 from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
+from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script, process_age_s
 from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.launcher import has_launcher, strip_launcher
@@ -173,12 +174,14 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     job_dir = ensure_results_dir(settings.nas, allocation.user, allocation.uid, allocation.gid,
                                  allocation.results_name)
     records = JobRecords(settings.job_records_dir)
+    jobhistory.allocated(settings, allocation)
 
     def note(state: str, reason: str, *, also_write: dict[str, bytes] | None = None, **details: Any) -> None:
-        """Root's record first (what the epilog trusts), then the user's copy."""
+        """Root's record first (what the epilog trusts), then the user's copy, then the job history."""
         history = records.append(allocation.job_id, attempt=allocation.restart_count, state=state, reason=reason,
                                  **details)
         record_status(job_dir, allocation.uid, allocation.gid, history, also_write=also_write)
+        jobhistory.prolog_noted(settings, allocation, state, reason, details.get("pod"))
 
     def reject(reason: str) -> int:
         """For good: the job runs its launcher, which prints the reason and fails."""

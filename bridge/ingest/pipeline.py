@@ -22,6 +22,7 @@ import structlog
 
 from bridge import metrics
 from bridge.errors import BridgeError, PermanentError, TemporaryError
+from bridge.history.record import record_job, record_note
 from bridge.ingest.filecheck import FileNotReadyError, read_job_file
 from bridge.ingest.jobfile import Problem, parse_job_text, render_report
 from bridge.ingest.journal import (
@@ -361,6 +362,9 @@ class Ingestor:
         if complete_since_s is not None:
             metrics.PICKUP_SECONDS.observe(time.monotonic() - complete_since_s)
         self.journal.set_state(entry.id, EntryState.SUBMITTED, job_id=job_id)
+        record_job(self._settings, job_id, state="PENDING", event="submitted", detail="drop folder",
+                   uid=owner.uid, user=owner.name, name=defaults.get("job-name"), partition=defaults.get("partition"),
+                   submit_time=time.time(), results_dir=str(self._settings.nas.results_root / owner.name / job_id))
         return self._finish_accepted(entry, job_id)
 
     def _wait(self, entry: Entry, reason: str, *, state: EntryState = EntryState.WAITING,
@@ -381,6 +385,7 @@ class Ingestor:
             _make_private(os.path.join(self._processing, source))
             final = _move_no_clobber(self._processing, source, self._accepted, job_id.encode() + b"-" + entry.name)
             log.info("accepted", job_id=job_id, accepted=os.fsdecode(final))
+            record_job(self._settings, job_id, event="file accepted", detail=os.fsdecode(final))
         self.journal.set_state(entry.id, EntryState.ACCEPTED, job_id=job_id)
         metrics.FILES_ACCEPTED.inc()
         return Outcome(EntryState.ACCEPTED, job_id)
@@ -393,6 +398,8 @@ class Ingestor:
             target = _free_name(self._failed, entry.name, companion=b".error")
             self.journal.set_state(entry.id, EntryState.REJECTING, reason=report, target=target)
         log.info("rejected", problems=[p.code for p in problems], failed=os.fsdecode(target))
+        record_note(self._settings, "file rejected", uid=uid,
+                    detail=f"{os.fsdecode(entry.name)}: {', '.join(p.code for p in problems) or 'rejected'}")
         metrics.file_rejected(problems)
         return self._finish_rejected(entry.id, target, report, uid)
 

@@ -71,6 +71,7 @@ def bridge_config(layout: SandboxLayout) -> dict[str, Any]:
         },
         "hook_log_path": str(layout.log_dir / "hooks.log"),
         "job_records_dir": str(layout.root / "state" / "jobs"),
+        "history": {"path": str(layout.root / "state" / "history.sqlite")},
         "ingest": {
             "journal_path": str(layout.root / "state" / "journal.sqlite"),
             "lock_path": str(layout.run_dir / "watcher.lock"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -9,11 +10,12 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from bridge.errors import BridgeError, PermanentError, TemporaryError
 from bridge.service.access import Caller, State, owner_account, visible_job
+from bridge.service.joblist import history_timeline, list_page, since_epoch
 from bridge.service.logs import TAIL_BYTES_FOR_PROGRESS, log_path, read_tail, stream_events
 from bridge.service.progress import parse_progress
 from bridge.slurm.commands import run_slurm
 from bridge.slurm.submit import Owner
-from bridge.userview.listing import check_since, list_jobs, normalize_states
+from bridge.userview.listing import check_since, normalize_states
 from bridge.userview.queue import find_job
 from bridge.userview.results import job_results_dir
 from bridge.userview.status import job_status
@@ -30,22 +32,28 @@ def slurm_failure(exc: BridgeError) -> HTTPException:
 @router.get("")
 def jobs_list(state: State, who: Caller,
               job_state: Annotated[list[str] | None, Query(alias="state", description="PD, R, COMPLETED, ...")] = None,
-              since: Annotated[str | None, Query(description="a Slurm time: now-3days, 2026-11-20")] = None,
+              since: Annotated[str | None, Query(description="a Slurm time: now-3days, today, 2026-11-20")] = None,
+              user: Annotated[str | None, Query(description="admins: only this user's jobs")] = None,
               limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    """The caller's jobs (an admin: everyone's), newest first."""
+              offset: Annotated[int, Query(ge=0)] = 0,
+              cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+              ) -> dict[str, Any]:
+    """The caller's jobs (an admin: everyone's), newest first, from the job history; jobs it has
+    not seen finish carry Slurm's live state (at most history.live_refresh_s old)."""
+    if user is not None and not who.admin and user != who.user:
+        raise HTTPException(status_code=403, detail="only the admin group lists other users' jobs")
+    if cursor is not None and not cursor.isdigit():
+        raise HTTPException(status_code=422, detail=f"not a cursor: {cursor!r}")
     try:
-        since_value = check_since(since or state.settings.service.default_since)
+        since_value = since_epoch(check_since(since or state.settings.service.default_since))
     except PermanentError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     try:
-        rows = list_jobs(state.settings.slurm, user=None if who.admin else who.user, since=since_value,
-                         states=normalize_states(job_state or []) or None)
-    except BridgeError as exc:
-        raise slurm_failure(exc) from exc
-    rows.reverse()
-    page = rows[offset:offset + limit]
-    return {"total": len(rows), "offset": offset, "limit": limit, "jobs": [row.as_json() for row in page]}
+        return list_page(state.settings, uid=None if who.admin else who.uid, user=who.user if not who.admin else user,
+                         states=normalize_states(job_state or []), since=since_value, limit=limit, offset=offset,
+                         cursor=int(cursor) if cursor is not None else None)
+    except sqlite3.Error as exc:
+        raise HTTPException(status_code=503, detail=f"the job history cannot be read: {exc}") from exc
 
 
 @router.get("/{job_id}")
@@ -56,6 +64,7 @@ def job_detail(job_id: str, state: State, who: Caller) -> dict[str, Any]:
         status = job_status(state.settings, job.job_id, job=job)
     except BridgeError as exc:
         raise slurm_failure(exc) from exc
+    status["timeline"] = history_timeline(state.settings, job.job_id) or status["timeline"]
     status["progress"] = None
     path = log_path(status.get("output"), job_results_dir(state.settings.nas, job.user, job.job_id))
     if path is not None and not job.pending:

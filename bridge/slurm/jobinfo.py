@@ -63,6 +63,7 @@ class JobAllocation:
     admin_comment: str = ""
     standard_output: str = ""
     work_dir: str = ""
+    exit_code: str = ""  # `code:signal` once the batch step ended (the epilog's view), else 0:0
     # An array task: its array's job id and its own index (both "" for a plain job), and
     # slurmctld's SLURM_ARRAY_TASK_COUNT/MIN/MAX/STEP for the container (from the hook's env).
     array_job_id: str = ""
@@ -172,7 +173,7 @@ _STRUCTURED_LINES: dict[str, tuple[str, ...]] = {
     "JobId": ("JobId",),
     "UserId": ("UserId", "GroupId"),
     "JobState": ("JobState",),
-    "Requeue": ("Restarts",),
+    "Requeue": ("Restarts", "ExitCode"),
     "RunTime": ("TimeLimit",),
     "SubmitTime": ("SubmitTime",),
     "StartTime": ("StartTime",),
@@ -308,6 +309,7 @@ def parse_scontrol_job(text: str) -> JobAllocation:
         submit_time=_epoch(fields.get("SubmitTime", "")), start_time=_epoch(fields.get("StartTime", "")),
         nodes=tuple(nodes), comment=_unset(fields.get("Comment", "")), admin_comment=_unset(fields.get("AdminComment", "")),
         standard_output=_unset(fields.get("StdOut", "")), work_dir=_unset(fields.get("WorkDir", "")),
+        exit_code=fields.get("ExitCode", ""),
         array_job_id=fields.get("ArrayJobId", ""), array_task_id=fields.get("ArrayTaskId", ""),
     )
 
