@@ -16,7 +16,7 @@ from typing import IO
 
 import structlog
 
-from bridge.errors import ConfigError, PermanentError, TemporaryError
+from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.profiles.model import Loaded, Profile
 from bridge.profiles.remote import Remote
 from bridge.profiles.render import RUNS_DIR, render_job, run_rel
@@ -100,7 +100,11 @@ def start_local(settings: Settings, user: str, prepared: Prepared, store: RunSto
         shutil.rmtree(run_dir)
         problems = "; ".join(f"{p.message} (fix: {p.fix})" for p in report.problems)
         raise PermanentError(f"the rendered job of profile {prepared.name} is refused: {problems}")
-    run.job_id = submit_sbatch(settings, job_file, cwd=run_dir)
+    try:
+        run.job_id = submit_sbatch(settings, job_file, cwd=run_dir)
+    except BridgeError:
+        shutil.rmtree(run_dir)  # no job will ever use it
+        raise
     _finish(run, run_dir, store)
     log.info("profile run submitted", job_id=run.job_id, profile=run.profile, file=str(job_file))
     return run
@@ -114,6 +118,7 @@ def start_remote(remote: Remote, prepared: Prepared, store: RunStore) -> Run:
         write_tar(prepared.snapshot, spool, _extras(run, prepared.job_text))
         spool.seek(0)
         run.run_dir = remote.output(["profile", "receive", rel], stdin=spool).strip()
+    store.put(run)  # before submitting: a refused job leaves a folder there that `clean` must know of
     out = remote.output(["submit", "--parsable", "--chdir", run.run_dir, "-"], stdin=prepared.job_text.encode())
     job_id = out.strip().splitlines()[0] if out.strip() else ""
     if not job_id.isdigit():

@@ -123,6 +123,8 @@ def write_tar(snapshot: Snapshot, stream: IO[bytes], extra: dict[str, bytes] | N
             info.mode = 0o644
             archive.addfile(info, io.BytesIO(data))
         for name in snapshot.files:
+            if name in (extra or {}):
+                continue  # the run's own record wins over a project file of that name
             info = archive.gettarinfo(str(snapshot.project / name), arcname=name)
             info.uid = info.gid = 0
             info.uname = info.gname = ""

@@ -303,6 +303,6 @@ def test_profile_help_documents_exit_codes(project: Project) -> None:
         assert done.returncode == 0, command
         assert "6 refused" in done.stdout and "3 no such job" in done.stdout, command
     listed = project.skb("profile", "list", "--json")
-    assert [p["name"] for p in json.loads(listed.stdout)["profiles"]] == ["hello", "long"]
+    assert [p["name"] for p in json.loads(listed.stdout)["profiles"]] == ["flaky", "hello", "long"]
     missing = project.skb("profile", "run", "nope", "--yes")
     assert missing.returncode == 2 and "no profile 'nope'" in missing.stderr
