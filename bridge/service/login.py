@@ -53,6 +53,12 @@ def login(request: Request, state: State, ticket: str | None = None) -> Response
         if session_of(request, state) is not None:
             return RedirectResponse(HOME, status_code=303)
         return _login_page(None, 200)
+    # A link followed from another site's page would sign the browser in as whoever made the
+    # ticket (login CSRF): only a link pasted or typed into the address bar (Sec-Fetch-Site:
+    # none) or one from this service's pages counts; browsers without the header are let be.
+    if request.headers.get("sec-fetch-site", "none") not in ("none", "same-origin"):
+        state.metrics.auth_failures.labels("ticket").inc()
+        return _login_page("open the sign-in link by pasting it into the address bar", 403)
     try:
         session_id, session = store_of(request).redeem(ticket)
     except AuthError as exc:

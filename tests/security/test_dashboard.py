@@ -59,7 +59,10 @@ def test_sign_in_links_work_once_and_only_the_session_opens_pages_and_docs(servi
         assert anonymous.get("/login", params={"ticket": "forged"}).status_code == 401
 
         link = sign_in_link(url, "skbalice").removeprefix(url)
-        first = anonymous.get(link)
+        # Followed from another site's page (login CSRF), the link signs nobody in.
+        crossed = anonymous.get(link, headers={"Sec-Fetch-Site": "cross-site"})
+        assert crossed.status_code == 403 and "set-cookie" not in crossed.headers
+        first = anonymous.get(link, headers={"Sec-Fetch-Site": "none"})
         assert first.status_code == 303 and first.headers["location"] == "/dashboard/"
         cookie = first.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie, cookie
