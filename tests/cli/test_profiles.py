@@ -306,3 +306,20 @@ def test_profile_help_documents_exit_codes(project: Project) -> None:
     assert [p["name"] for p in json.loads(listed.stdout)["profiles"]] == ["flaky", "hello", "long"]
     missing = project.skb("profile", "run", "nope", "--yes")
     assert missing.returncode == 2 and "no profile 'nope'" in missing.stderr
+
+
+def test_refused_runs_leave_nothing_behind(project: Project) -> None:
+    runs_root = project.cli.jobs.home(ALICE) / "skbridge-runs"
+    # A job the site's rules refuse is refused before anything is copied or submitted.
+    project.write("skbridge-profiles.yaml", PROFILES + "  evil:\n    command: echo x\n    image: evil.example.com/x:1\n")
+    project.git("commit", "-qam", "evil profile")
+    refused = project.skb("profile", "run", "evil", "--yes")
+    assert refused.returncode == 1 and "refused" in refused.stderr and "registry" in refused.stderr
+    assert not (runs_root / "evil").exists()
+    # Uncommitted changes are not what a git snapshot takes: refused, unless --dirty.
+    project.write("main.py", 'print("not committed")\n')
+    dirty = project.skb("profile", "run", "hello", "--yes")
+    assert dirty.returncode == 2 and "uncommitted changes (main.py)" in dirty.stderr
+    shown = project.skb("profile", "show", "hello", "--dirty", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["snapshot"]["source"] == "git-dirty"
+    assert project.runs() == []
