@@ -40,4 +40,4 @@ def test_timestamps_are_the_controllers_local_time() -> None:
 ])
 def test_live_states(text: str, live: bool) -> None:
     assert is_live(text) is live
-    assert base_state(text) == text.split(" ")[0].rstrip("+")
+    assert base_state(text) == text.split(" ", maxsplit=1)[0].rstrip("+")
