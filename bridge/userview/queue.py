@@ -131,7 +131,8 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
     raw_output = none_if_unset(values["STDOUT"])
     if raw_output:
         array_task = none_if_unset(values["ArrayTaskID"])
-        job.output = expand_output_path(raw_output, job_id=job.job_id, user=job.user, name=job.name,
+        # %j is the task's own job id, not its 12345_3 name.
+        job.output = expand_output_path(raw_output, job_id=values["JobID"].strip(), user=job.user, name=job.name,
                                         node=(job.nodes or "").split(",")[0] or None,
                                         array_job=none_if_unset(values["ArrayJobID"]), array_task=array_task)
     return job

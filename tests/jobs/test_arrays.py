@@ -134,10 +134,17 @@ def test_an_array_of_four_runs_two_at_a_time_each_task_on_its_own(jobs: Jobs, sa
 def test_cancelling_a_running_array_leaves_no_object(jobs: Jobs, sandbox: Sandbox) -> None:
     home = jobs.home("skbbob")
     text = job_script("--array=0-3%2", env=("SANDBOX_RUN_DURATION=10m",), body=BODY)
-    array_id = jobs.sbatch("skbbob", text, f"--output={home}/out/%A_%a.out")
+    array_id = jobs.sbatch("skbbob", text, f"--output={home}/out/%A_%a-%j.out")
     wait_for(lambda: len(running_pods(jobs, array_id)) == 2, timeout_s=120, what="two tasks' Pods running")
     labels = [pod["metadata"]["labels"] for pod in running_pods(jobs, array_id)]
     raw_ids = {label[LABEL_JOB_ID] for label in labels}
+    # A running task by its 12345_3 name: sbatch's %A, %a and %j (the task's own id) resolved.
+    task, raw = labels[0][LABEL_ARRAY_TASK_ID], labels[0][LABEL_JOB_ID]
+    status = sandbox.slurm(str(jobs.settings.slurm.skbridge_path), "status", f"{array_id}_{task}", "--json",
+                           "--config", str(sandbox.layout.bridge_config), user="skbbob")
+    shown = json.loads(status.stdout)
+    assert (shown["job_id"], shown["state"]) == (f"{array_id}_{task}", "RUNNING")
+    assert shown["output"] == f"{home}/out/{array_id}_{task}-{raw}.out"
     assert array_objects(jobs, array_id)
     sandbox.slurm("scancel", array_id)
     rows = wait_array_done(sandbox, array_id, {f"{array_id}_{label[LABEL_ARRAY_TASK_ID]}" for label in labels},
