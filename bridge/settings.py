@@ -9,18 +9,20 @@ value fails at start with a message naming the key.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.configfile import (
+    DEFAULT_NAS_ROOT,
+    DEFAULT_RESULTS_DIR,
+    config_file,
+    read_config_mapping,
+    under_root,
+)
 from bridge.errors import ConfigError
-
-DEFAULT_CONFIG_PATH = Path("/etc/slurm-k8s-bridge/config.yaml")
-CONFIG_ENV = "SKBRIDGE_CONFIG"
 
 
 class _Section(BaseModel):
@@ -35,16 +37,17 @@ class SharedVolume(_Section):
 
 
 class NasSettings(_Section):
-    root: Path = Field(default=Path("/mnt/nas"), description="Mount point of the lab's NAS on this host")
+    root: Path = Field(default=DEFAULT_NAS_ROOT, description="Mount point of the lab's NAS on this host")
     jobs_dir: Path = Field(default=Path("slurm-jobs"), description="Drop-folder tree, relative to root")
-    results_dir: Path = Field(default=Path("results"), description="results/<user>/<jobid>/, relative to root")
+    results_dir: Path = Field(default=DEFAULT_RESULTS_DIR, description="results/<user>/<jobid>/, relative to root")
     home_dir: Path = Field(default=Path("home"), description="Per-user NAS directories home/<user>, relative to root")
     shared_volumes: dict[str, SharedVolume] = Field(
         default_factory=dict, description="Named NAS directories jobs may mount with #K8S_MOUNT=NAME:/path[:ro|rw]")
     server: str | None = Field(default=None, description="NFS server for PVs; None = hostPath (single host)")
 
     def _abs(self, path: Path) -> Path:
-        return path if path.is_absolute() else self.root / path
+        # The same rule `skbridge attach` applies without this model (bridge.configfile).
+        return under_root(self.root, path)
 
     @property
     def jobs_root(self) -> Path:
@@ -187,10 +190,7 @@ class PolicySettings(_Section):
 
 
 def _yaml_file() -> Path | None:
-    explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        return Path(explicit)
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    return config_file(None)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -202,19 +202,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        if self._path is None:
-            return {}
-        try:
-            data = yaml.safe_load(self._path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {self._path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {self._path} is not valid YAML: {exc}") from exc
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {self._path} must be a mapping of sections, got {type(data).__name__}")
-        return data
+        return read_config_mapping(self._path)
 
 
 class ServiceSettings(_Section):

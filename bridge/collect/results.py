@@ -11,11 +11,13 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import PermanentError
 from bridge.runas import run_as_user, write_atomic, write_file_as
-from bridge.settings import NasSettings
+
+if TYPE_CHECKING:  # not imported at run time: `skbridge attach` reads the status without the settings model
+    from bridge.settings import NasSettings
 
 __all__ = ["STATUS_FILE", "ensure_results_dir", "read_status", "record_status", "results_dir", "run_as_user",
            "write_atomic", "write_file_as"]

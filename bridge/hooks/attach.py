@@ -6,6 +6,13 @@ with the Pod's exit code, so `sacct` shows what the container did. scancel and t
 limit send SIGTERM: attach deletes the Pod with its grace period (below Slurm's KillWait),
 so the container gets SIGTERM too, copies what the job prints until its container is gone,
 then exits; the epilog removes the rest.
+
+Two ways in, one behaviour. The light path (standard library and PyYAML only: attach runs
+once per job on a busy node) finds the job's folder through `bridge.configfile` and talks to
+the API server with `bridge.kubernetes.lite`, from the bundle the prolog put in the job's
+kubeconfig. When that bundle is missing or does not name this job's attempt (a job started
+by an older prolog), the full path loads the settings model and the official client. Both
+drive the same code below through `PodAccess`.
 """
 
 from __future__ import annotations
@@ -13,23 +20,27 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bridge.collect.results import read_status, results_dir
-from bridge.errors import BridgeError
-from bridge.kubernetes.access import ATTACH_KUBECONFIG
-from bridge.kubernetes.client import Kube, load_client
-from bridge.kubernetes.objects import collection_path, object_path
+from bridge.collect.results import read_status
+from bridge.configfile import config_file, read_config_mapping, results_root
+from bridge.errors import BridgeError, ConfigError
+from bridge.kubernetes.lite import ATTACH_KUBECONFIG, LitePod, PodAccess, read_attach_bundle
 from bridge.kubernetes.podstatus import job_termination
-from bridge.kubernetes.render import ObjectNames
-from bridge.settings import Settings
-from bridge.slurm.jobinfo import array_task_name
+from bridge.slurm.arraytask import array_task_name
 
+if TYPE_CHECKING:  # the full path imports these when it runs
+    from bridge.kubernetes.client import Kube
+    from bridge.settings import Settings
+
+TRACE_ENV = "SKBRIDGE_ATTACH_TRACE"
 EXIT_REJECTED = 1
 EXIT_LOST = 1
 EXIT_OOM = 128 + signal.SIGKILL
@@ -65,37 +76,36 @@ class _LogCopy:
             return self.written
 
 
-def _follow_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy) -> None:
+def _follow_log(pod: PodAccess, copy: _LogCopy) -> None:
     """Follow the job container's log until the Pod has ended and its log was read to the end.
 
     A stream broken by an API server or kubelet restart is opened again and the bytes already
     written are skipped, so the output has every line once. Once the container has ended, a
     followed log returns all of it and closes, which completes the copy.
     """
-    path = object_path("Pod", pod, namespace) + "/log"
     while not copy.stopped:
         skip = copy.written
         try:
-            for chunk in kube.stream_lines(path, query={"container": "job", "follow": "true"}, read_timeout_s=3600 * 24):
+            for chunk in pod.follow_log():
                 fresh, skip = chunk[skip:], max(0, skip - len(chunk))
                 if fresh and not copy.write(fresh):
                     return
-            if _ended(kube, namespace, pod):
+            if _ended(pod):
                 return
         except BridgeError:
             pass
         time.sleep(1.0)
 
 
-def _ended(kube: Kube, namespace: str, pod: str) -> bool:
+def _ended(pod: PodAccess) -> bool:
     try:
-        current = kube.get_or_none(object_path("Pod", pod, namespace))
+        current = pod.get()
     except BridgeError:
         return False
     return current is None or job_termination(current) is not None
 
 
-def _finish_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy, follower: threading.Thread) -> None:
+def _finish_log(pod: PodAccess, copy: _LogCopy, follower: threading.Thread) -> None:
     """After the Pod ended: the follower completes the copy by itself (a kubelet closes the
     stream once the container's log is read); a node that never closes it gets one full read."""
     follower.join(timeout=5.0)
@@ -103,33 +113,30 @@ def _finish_log(kube: Kube, namespace: str, pod: str, copy: _LogCopy, follower: 
     if not follower.is_alive():
         return
     try:
-        full = kube.request_text("GET", object_path("Pod", pod, namespace) + "/log", query={"container": "job"})
+        full = pod.read_log()
     except BridgeError:
         _say(copy.out, "the end of the job's log could not be read: see pod.log in the job's results folder")
         return
-    rest = full.encode("utf-8")[written:]
+    rest = full[written:]
     if rest:
         copy.out.write(rest)
         copy.out.flush()
 
 
-def _wait_terminal(kube: Kube, namespace: str, pod: str) -> dict[str, Any] | None:
+def _wait_terminal(pod: PodAccess) -> dict[str, Any] | None:
     """Follow the Pod by watch until it ends; None if it disappears first.
 
     The API server may go away meanwhile (restart, upgrade): the container runs on, so this
     keeps asking until it answers again; only the Pod's own absence (404) ends the wait early.
     """
-    path = collection_path("Pod", namespace)
     while True:
         try:
-            current = kube.get_or_none(object_path("Pod", pod, namespace))
+            current = pod.get()
             if current is None:
                 return None
             if (current.get("status") or {}).get("phase") in _TERMINAL:
                 return current
-            for event in kube.watch(path, query={"fieldSelector": f"metadata.name={pod}",
-                                                 "resourceVersion": current["metadata"]["resourceVersion"]},
-                                    timeout_s=300):
+            for event in pod.watch(current["metadata"]["resourceVersion"], timeout_s=300):
                 obj = event.get("object") or {}
                 if event.get("type") == "DELETED":
                     return None
@@ -159,16 +166,50 @@ class _Signals:
         self.received = signum
 
 
-def _stop_pod(kube: Kube, namespace: str, pod: str, grace_s: int) -> None:
+def _stop_pod(pod: PodAccess, grace_s: int) -> None:
     # Gone already, or the API server is away: the epilog deletes it.
     with contextlib.suppress(BridgeError):
-        kube.delete(object_path("Pod", pod, namespace), grace_period_s=grace_s)
+        pod.delete(grace_s)
+
+
+class _KubePod:
+    """`PodAccess` through the official client (the full path)."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str) -> None:
+        from bridge.kubernetes.objects import collection_path, object_path
+
+        self.kube = kube
+        self.namespace = namespace
+        self.pod = pod
+        self._path = object_path("Pod", pod, namespace)
+        self._collection = collection_path("Pod", namespace)
+
+    def get(self) -> dict[str, Any] | None:
+        return self.kube.get_or_none(self._path)
+
+    def watch(self, resource_version: str, timeout_s: float) -> Iterator[dict[str, Any]]:
+        return self.kube.watch(self._collection, query={"fieldSelector": f"metadata.name={self.pod}",
+                                                        "resourceVersion": resource_version}, timeout_s=timeout_s)
+
+    def follow_log(self) -> Iterator[bytes]:
+        return self.kube.stream_lines(self._path + "/log", query={"container": "job", "follow": "true"},
+                                      read_timeout_s=3600 * 24)
+
+    def read_log(self) -> bytes:
+        return self.kube.request_text("GET", self._path + "/log", query={"container": "job"}).encode("utf-8")
+
+    def delete(self, grace_period_s: int) -> None:
+        self.kube.delete(self._path, grace_period_s=grace_period_s)
 
 
 def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, out: BinaryIO | None = None,
                signals: _Signals | None = None, results_name: str | None = None) -> int:
-    """`results_name`: the job's folder in results/<user>/ (`<arrayjob>_<task>` for an array
-    task); the job id when None."""
+    """The full path. `results_name`: the job's folder in results/<user>/ (`<arrayjob>_<task>`
+    for an array task); the job id when None."""
+    from bridge.collect.results import results_dir
+    from bridge.kubernetes.client import load_client
+    from bridge.kubernetes.render import ObjectNames
+
     out = out or sys.stdout.buffer
     job_dir = results_dir(settings.nas, user, results_name or job_id)
     status = read_status(job_dir) or {}
@@ -182,28 +223,33 @@ def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, o
     pod = ObjectNames.for_attempt(job_id, restart_count).pod
     namespace = settings.kubernetes.namespace
     kube = load_client(kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
+    return follow_pod(_KubePod(kube, namespace, pod), job_id, settings.kubernetes.termination_grace_period_s,
+                      out, signals)
+
+
+def follow_pod(pod: PodAccess, job_id: str, grace_s: int, out: BinaryIO, signals: _Signals | None) -> int:
+    """Copy the Pod's log to `out` until it ends; its exit code (or 128+signal when stopped)."""
     copy = _LogCopy(out)
-    follower = threading.Thread(target=_follow_log, args=(kube, namespace, pod, copy), daemon=True)
+    follower = threading.Thread(target=_follow_log, args=(pod, copy), daemon=True)
     follower.start()
     result: list[dict[str, Any] | None] = []
-    waiter = threading.Thread(target=lambda: result.append(_wait_terminal(kube, namespace, pod)), daemon=True)
+    waiter = threading.Thread(target=lambda: result.append(_wait_terminal(pod)), daemon=True)
     waiter.start()
     while waiter.is_alive() and (signals is None or signals.received is None):
         waiter.join(timeout=0.2)
     if signals is not None and signals.received is not None:
         # scancel or the time limit: the container gets SIGTERM now and SIGKILL after the grace
         # period; what it prints meanwhile (a trap's last words) still reaches the output.
-        grace_s = settings.kubernetes.termination_grace_period_s
-        _stop_pod(kube, namespace, pod, grace_s)
+        _stop_pod(pod, grace_s)
         waiter.join(timeout=grace_s + 5)
         follower.join(timeout=1.0)
         copy.stop()
         _say(out, f"job {job_id} ended by {signal.Signals(signals.received).name}")
         return 128 + signals.received
     final = result[0] if result else None
-    _finish_log(kube, namespace, pod, copy, follower)
+    _finish_log(pod, copy, follower)
     if final is None:
-        _say(out, f"Pod {pod} disappeared before it finished")
+        _say(out, f"Pod {pod.pod} disappeared before it finished")
         return EXIT_LOST
     code, reason = _termination(final)
     if reason == "OOMKilled" and code == 0:
@@ -212,28 +258,78 @@ def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, o
         code = EXIT_OOM
     if code != 0:
         why = f" ({reason}: {_REASONS[reason]})" if reason in _REASONS else (f" ({reason})" if reason else "")
-        _say(out, f"Pod {pod} ended {final['status'].get('phase')} with exit code {code}{why}")
+        _say(out, f"Pod {pod.pod} ended {final['status'].get('phase')} with exit code {code}{why}")
     return code
 
 
-def attach_main(settings: Settings) -> int:
-    job_id = os.environ.get("SLURM_JOB_ID", "")
-    user = os.environ.get("SLURM_JOB_USER") or os.environ.get("USER", "")
-    restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    # slurmd sets these for an array task's batch step; the prolog's folder is named after them.
-    results_name = array_task_name(os.environ.get("SLURM_ARRAY_JOB_ID", ""), os.environ.get("SLURM_ARRAY_TASK_ID", ""))
-    if not job_id:
-        print("skbridge attach: run by Slurm as a bridge job's batch step (SLURM_JOB_ID is unset)", file=sys.stderr)
-        return 2
+class _JobEnv:
+    """What slurmd tells the batch step about its job."""
 
+    def __init__(self) -> None:
+        self.job_id = os.environ.get("SLURM_JOB_ID", "")
+        self.user = os.environ.get("SLURM_JOB_USER") or os.environ.get("USER", "")
+        self.restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        # slurmd sets these for an array task's batch step; the prolog's folder is named after them.
+        self.results_name = array_task_name(os.environ.get("SLURM_ARRAY_JOB_ID", ""),
+                                            os.environ.get("SLURM_ARRAY_TASK_ID", "")) or self.job_id
+
+
+def _trace(job: _JobEnv, path: str) -> None:
+    """With $SKBRIDGE_ATTACH_TRACE naming a file, note which path attach took (tests and
+    benchmarks check it there: never in the job's own output)."""
+    target = os.environ.get(TRACE_ENV)
+    if target:
+        with contextlib.suppress(OSError), open(target, "a", encoding="utf-8") as trace:
+            trace.write(f"{job.job_id} {path}\n")
+
+
+def _install_signals() -> _Signals:
     signals = _Signals()
     signal.signal(signal.SIGTERM, signals.handler)
     signal.signal(signal.SIGINT, signals.handler)
-    return run_attach(settings, job_id, user, restart, signals=signals, results_name=results_name or None)
+    return signals
+
+
+def attach_light(config: Path | None) -> int | None:
+    """The light path; None when it cannot be taken (the full path then runs, unchanged)."""
+    job = _JobEnv()
+    if not job.job_id:
+        return None
+    try:
+        job_dir = results_root(read_config_mapping(config_file(config)), os.environ) / job.user / job.results_name
+    except ConfigError:
+        return None  # the full path reports it as before
+    status = read_status(job_dir) or {}
+    bundle = read_attach_bundle(job_dir / ATTACH_KUBECONFIG)
+    if bundle is None or (bundle.job_id, bundle.restart_count) != (job.job_id, job.restart):
+        return None
+    _trace(job, "light")
+    out = sys.stdout.buffer
+    if status.get("state") == "rejected":
+        _say(out, f"the bridge rejected job {job.job_id}: {status.get('reason')}")
+        return EXIT_REJECTED
+    try:
+        pod = LitePod(bundle)
+    except (ssl.SSLError, ValueError):
+        return None  # CA data the standard library cannot load: leave it to the official client
+    return follow_pod(pod, job.job_id, bundle.termination_grace_period_s, out, _install_signals())
+
+
+def attach_main(settings: Settings) -> int:
+    job = _JobEnv()
+    if not job.job_id:
+        print("skbridge attach: run by Slurm as a bridge job's batch step (SLURM_JOB_ID is unset)", file=sys.stderr)
+        return 2
+    _trace(job, "full")
+    return run_attach(settings, job.job_id, job.user, job.restart, signals=_install_signals(),
+                      results_name=job.results_name)
 
 
 def attach_command(config: Path | None) -> int:
-    """`skbridge attach [--config FILE]`: load the settings, then follow the job's Pod."""
+    """`skbridge attach [--config FILE]`: the light path, else load the settings and follow the job's Pod."""
+    light = attach_light(config)
+    if light is not None:
+        return light
     from bridge.settings import load_settings
 
     try:

@@ -242,7 +242,9 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
                   reused=[str(m.ref) for m in made if not m.created])
         timings.mark("kube_create")
         pod = next(m.obj for m in made if m.ref.kind == "Pod")
-        issue_attach_token(kube, kube_settings.namespace, allocation, pod, job_dir)
+        issue_attach_token(kube, kube_settings.namespace, allocation, pod, job_dir,
+                           termination_grace_period_s=kube_settings.termination_grace_period_s,
+                           api_timeout_s=kube_settings.api_timeout_s)
         timings.mark("kube_access")
         verdict = wait_pod_ready(kube, kube_settings.namespace, rendered.names.pod,
                                  timeout_s=kube_settings.pod_ready_timeout_s,

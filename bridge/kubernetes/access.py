@@ -8,11 +8,13 @@ readable only by the job's user, and removed by the epilog.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from bridge.kubernetes import lite
 from bridge.kubernetes.client import Kube
-from bridge.kubernetes.kubeconfig import render_kubeconfig
+from bridge.kubernetes.kubeconfig import kubeconfig_document
 from bridge.kubernetes.render import (
     LABEL_ARRAY_JOB_ID,
     LABEL_ARRAY_TASK_ID,
@@ -25,7 +27,7 @@ from bridge.runas import write_file_as
 from bridge.slurm.jobinfo import JobAllocation
 
 LABEL_ACCESS_FOR_JOB = "skbridge.io/access-for-job"
-ATTACH_KUBECONFIG = ".attach.kubeconfig"
+ATTACH_KUBECONFIG = lite.ATTACH_KUBECONFIG
 _MIN_TOKEN_S = 600
 
 
@@ -72,8 +74,15 @@ def issue_attach_token(
     allocation: JobAllocation,
     pod: dict[str, Any],
     job_dir: Path,
+    *,
+    termination_grace_period_s: int,
+    api_timeout_s: float,
 ) -> Path:
-    """A token bound to the Pod object (it stops working when the Pod is deleted), written for the user only."""
+    """A token bound to the Pod object (it stops working when the Pod is deleted), written for the user only.
+
+    As JSON (valid YAML for kubectl and the official client) with what the light `skbridge
+    attach` needs besides (`bridge.kubernetes.lite`), so attach loads no settings model.
+    """
     pod_name = pod["metadata"]["name"]
     name = access_name(pod_name)
     lifetime_s = max(_MIN_TOKEN_S, (allocation.time_limit_minutes or 7 * 24 * 60) * 60 + 3600)
@@ -84,8 +93,11 @@ def issue_attach_token(
     })
     cfg = kube.api_client.configuration
     ca_pem = Path(cfg.ssl_ca_cert).read_bytes() if cfg.ssl_ca_cert else b""
-    text = render_kubeconfig(server=cfg.host, ca_pem=ca_pem, user_name=name, token=answer["status"]["token"],
-                             namespace=namespace)
+    doc = kubeconfig_document(server=cfg.host, ca_pem=ca_pem, user_name=name, token=answer["status"]["token"],
+                              namespace=namespace)
+    doc["extensions"] = [lite.attach_extension(
+        job_id=allocation.job_id, restart_count=allocation.restart_count, pod=pod_name, namespace=namespace,
+        termination_grace_period_s=termination_grace_period_s, api_timeout_s=api_timeout_s)]
     path = job_dir / ATTACH_KUBECONFIG
-    write_file_as(path, text.encode("utf-8"), allocation.uid, allocation.gid, mode=0o600)
+    write_file_as(path, json.dumps(doc, indent=1).encode("utf-8"), allocation.uid, allocation.gid, mode=0o600)
     return path

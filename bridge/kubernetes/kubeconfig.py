@@ -14,7 +14,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def render_kubeconfig(
+def render_kubeconfig(**fields: Any) -> str:
+    """A self-contained kubeconfig (credentials inline), as YAML."""
+    return yaml.safe_dump(kubeconfig_document(**fields), sort_keys=False)
+
+
+def kubeconfig_document(
     *,
     server: str,
     ca_pem: bytes,
@@ -23,8 +28,8 @@ def render_kubeconfig(
     client_key_pem: bytes | None = None,
     token: str | None = None,
     namespace: str | None = None,
-) -> str:
-    """A self-contained kubeconfig (credentials inline)."""
+) -> dict[str, Any]:
+    """A self-contained kubeconfig (credentials inline), as a mapping."""
     user: dict[str, Any] = {}
     if token is not None:
         user["token"] = token
@@ -45,7 +50,7 @@ def render_kubeconfig(
         "contexts": [{"name": "default", "context": context}],
         "current-context": "default",
     }
-    return yaml.safe_dump(doc, sort_keys=False)
+    return doc
 
 
 def write_kubeconfig(path: Path, *, mode: int = 0o600, **fields: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from bridge.errors import PermanentError
 from bridge.settings import SlurmSettings
+from bridge.slurm import arraytask
 from bridge.slurm.commands import run_slurm
 from bridge.slurm.identity import IdentityError, JobOwner
 
@@ -85,11 +86,7 @@ ARRAY_ENV_VARIABLES = ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_
                        "SLURM_ARRAY_TASK_STEP")
 
 
-def array_task_name(array_job_id: str, array_task_id: str) -> str:
-    """`12345_3` for a single array task; "" when either part is not a plain number."""
-    if array_job_id.isascii() and array_job_id.isdigit() and array_task_id.isascii() and array_task_id.isdigit():
-        return f"{array_job_id}_{array_task_id}"
-    return ""
+array_task_name = arraytask.array_task_name
 
 
 def array_of_env(env: Mapping[str, str]) -> tuple[str, str] | None:

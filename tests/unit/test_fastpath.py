@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.configfile import DEFAULT_CONFIG_PATH
 from bridge.hooks import fastpath
-from bridge.settings import DEFAULT_CONFIG_PATH, SlurmSettings, load_settings
+from bridge.settings import SlurmSettings, load_settings
 
 
 def test_the_fast_paths_defaults_are_the_settings_models() -> None:
