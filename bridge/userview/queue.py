@@ -106,7 +106,8 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
     # One record per job; an array job has one per task (or pending group): the first stands for it.
     # squeue's JobID is a task's own id; the task is asked for as `<arrayjob>_<task>`.
     found = [dict(zip(_SQUEUE_FIELDS, record, strict=True)) for record in job_records(out.stdout, len(_SQUEUE_FIELDS))]
-    found = [v for v in found if job_id in (v["JobID"].strip(), v["ArrayJobID"].strip(), _task_name(v))]
+    found = [v for v in found if job_id in (v["JobID"].strip(), v["ArrayJobID"].strip(), _task_name(v))
+             or _pending_task_of(v, job_id)]
     if not found:
         return None
     values = found[0]
@@ -115,7 +116,8 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
     state = values["State"].strip()
     job = SlurmJob(
         # An array task by its array name (12345_3), as sacct names it and its results folder is.
-        job_id=_task_name(values) or values["JobID"].strip(), uid=int(values["UserID"].strip() or -1),
+        job_id=_task_name(values) or (job_id if _pending_task_of(values, job_id) else values["JobID"].strip()),
+        uid=int(values["UserID"].strip() or -1),
         user=values["UserName"].strip(),
         state=state, reason=none_if_unset(values["Reason"]), nodes=none_if_unset(values["NodeList"]),
         cpus=_int_or_none(values["NumCPUs"]), memory_mib=memory_mib(tres_value(tres, "mem") or values["MinMemory"]),
@@ -141,6 +143,27 @@ def queued_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:
 def _task_name(values: dict[str, str]) -> str:
     """`12345_3` for one array task's squeue record; "" for a plain job or a pending group."""
     return array_task_name(values["ArrayJobID"].strip(), values["ArrayTaskID"].strip())
+
+
+def _pending_task_of(values: dict[str, str], job_id: str) -> bool:
+    """Whether `job_id` (`12345_7`) is a task of the record's pending group (`ArrayTaskID=5-9:2%2`),
+    which Slurm splits off into a job of its own only when the task starts."""
+    array_job, _, task = job_id.partition("_")
+    if not task.isdigit() or values["ArrayJobID"].strip() != array_job:
+        return False
+    return array_has_index(values["ArrayTaskID"].strip(), int(task))
+
+
+def array_has_index(spec: str, index: int) -> bool:
+    """Whether Slurm's array index list (`0-9:2,15%4`) holds `index` (worked out, not expanded)."""
+    for part in spec.partition("%")[0].split(","):
+        bounds, _, step = part.partition(":")
+        low, _, high = bounds.partition("-")
+        if not (low.isdigit() and (high or low).isdigit() and (step or "1").isdigit() and int(step or 1) > 0):
+            return False
+        if int(low) <= index <= int(high or low) and (index - int(low)) % int(step or 1) == 0:
+            return True
+    return False
 
 
 def accounted_job(settings: SlurmSettings, job_id: str) -> SlurmJob | None:

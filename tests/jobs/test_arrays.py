@@ -95,6 +95,10 @@ def test_an_array_of_four_runs_two_at_a_time_each_task_on_its_own(jobs: Jobs, sa
     text = job_script("--array=0-3%2", env=("SANDBOX_RUN_DURATION=3s",), body=BODY)
     array_id = jobs.sbatch("skbalice", text, f"--output={home}/out/%A_%a.out")
     names = {f"{array_id}_{task}" for task in range(4)}
+    # A task still in the array's pending group is found by its own name too.
+    status = sandbox.slurm(str(jobs.settings.slurm.skbridge_path), "status", f"{array_id}_3", "--json",
+                           "--config", str(sandbox.layout.bridge_config), user="skbalice")
+    assert json.loads(status.stdout)["job_id"] == f"{array_id}_3", status.stdout
     samples: list[int] = []
     rows = wait_array_done(sandbox, array_id, names, timeout_s=300, samples=samples)
 

@@ -14,7 +14,7 @@ from bridge.slurm import jobinfo
 from bridge.slurm.commands import SlurmResult
 from bridge.slurm.identity import JobOwner
 from bridge.slurm.jobinfo import AmbiguousJobRecord, array_of_env, array_task_name, parse_scontrol_job
-from bridge.userview.queue import check_job_id
+from bridge.userview.queue import array_has_index, check_job_id
 from tests.unit.test_jobinfo import SHOW_JOB
 from tests.unit.test_render import REFERENCE, SCRIPT, Directives, reference_settings
 
@@ -118,3 +118,12 @@ def test_by_hand_the_hook_asks_squeue_for_the_task(monkeypatch: pytest.MonkeyPat
     assert (env["SLURM_JOB_UID"], env["SLURM_ARRAY_JOB_ID"], env["SLURM_ARRAY_TASK_ID"]) == ("1501", "13009", "4")
     fake.answers["squeue"] = "13011|1501|alice|1501|vm|13011|N/A\n"
     assert "SLURM_ARRAY_JOB_ID" not in jobinfo.complete_hook_env(SlurmSettings(), "13011", {})
+
+
+@pytest.mark.parametrize(("spec", "index", "held"), [
+    ("2-3%2", 3, True), ("2-3%2", 4, False), ("0-9:2,15%4", 6, True), ("0-9:2,15%4", 7, False),
+    ("0-9:2,15%4", 15, True), ("7", 7, True), ("5-9:0", 5, False), ("N/A", 1, False), ("", 0, False),
+    ("0-4000000000", 3999999999, True),
+])
+def test_a_pending_groups_indices(spec: str, index: int, held: bool) -> None:
+    assert array_has_index(spec, index) is held
