@@ -4,11 +4,14 @@ batches and templates submit one job per file or parameter set, each checked on 
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
 import time
 import uuid
 from typing import Any
 
+from bridge.ingest.layout import ensure_user_folder, user_submit_dir
 from bridge.settings import load_settings
 from tests.conftest import wait_for
 from tests.jobs.conftest import TERMINAL, Jobs, job_script
@@ -145,3 +148,46 @@ def test_a_template_value_with_a_line_break_is_refused_and_nothing_submitted(ser
     assert (problem["index"], problem["code"]) == (2, "value-breaks-lines"), problem
     assert not any(tag in name for name in names), names  # not even the valid first set was submitted
     assert missing.status_code == 422 and "undefined" in missing.text
+
+
+def test_the_drop_folder_and_plain_sbatch_feed_the_history_too(service: Service, jobs: Jobs) -> None:
+    settings = jobs.settings
+    alice = pwd.getpwnam("skbalice")
+    ensure_user_folder(settings.nas, alice)
+    tag = uuid.uuid4().hex[:8]
+    for name, text in ((f"good-{tag}.sh", job_script(body="echo dropped")), (f"bad-{tag}.sh", BAD)):
+        staged = user_submit_dir(settings.nas, "skbalice") / f".{name}.part"
+        staged.write_text(text)
+        os.chown(staged, alice.pw_uid, alice.pw_gid)
+        staged.rename(staged.with_name(name))  # the sandbox's own watcher takes it
+    plain = jobs.sbatch("skbalice", job_script(body="echo plain"))
+
+    def accepted() -> str | None:
+        found = [p.name for p in settings.nas.accepted_dir.iterdir() if p.name.endswith(f"-good-{tag}.sh")]
+        return found[0].split("-")[0] if found else None
+
+    wait_for(lambda: accepted() is not None, timeout_s=60, what="the dropped file accepted")
+    dropped = accepted()
+    assert dropped is not None
+    jobs.submitted.append(dropped)
+    wait_for((settings.nas.failed_dir / f"bad-{tag}.sh.error").is_file, timeout_s=60, what="the bad file rejected")
+    for job_id in (dropped, plain):
+        assert jobs.wait_done(job_id) == ("COMPLETED", "0:0")
+    with service.client("skbalice") as api:
+        for job_id in (dropped, plain):
+            wait_for(lambda j=job_id: (listed(api, j) or {}).get("state") == "COMPLETED", timeout_s=30,
+                     what=f"job {job_id} COMPLETED in the list")
+            wait_for(lambda j=job_id: "collected" in str(api.get(f"/api/v1/jobs/{j}").json()["timeline"]),
+                     timeout_s=60, what="the timeline's 'collected'")
+        dropped_events = api.get(f"/api/v1/jobs/{dropped}").json()["timeline"]
+        plain_events = [event["event"] for event in api.get(f"/api/v1/jobs/{plain}").json()["timeline"]]
+    assert [(e["event"], e["detail"]) for e in dropped_events[:2]] == [("submitted", "drop folder"), (
+        "file accepted", dropped_events[1]["detail"])], dropped_events
+    assert dropped_events[1]["detail"].endswith(f"{dropped}-good-{tag}.sh")
+    # A plain sbatch's job: the hooks (or the listing's squeue) tell its story from its allocation on.
+    assert plain_events[-3:] == ["pod ready", "ended", "collected"], plain_events
+    path = load_settings(jobs.sandbox.layout.bridge_config).history.path
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        notes = db.execute("SELECT uid, detail FROM events WHERE job_id IS NULL AND event = 'file rejected' "
+                           "AND detail LIKE ?", (f"bad-{tag}.sh%",)).fetchall()
+    assert len(notes) == 1 and notes[0][0] == alice.pw_uid, notes
