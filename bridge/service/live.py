@@ -152,11 +152,17 @@ class LiveMerge:
             return
         if age_s < max(period_s * COLD_PERIODS, 1.0):
             if lock.acquire(blocking=False):  # else someone is asking Slurm for this scope already
-                threading.Thread(target=self._refresh_held, args=(lock, uid, user), name="history-live",
+                threading.Thread(target=self._refresh_behind, args=(lock, uid, user), name="history-live",
                                  daemon=True).start()
             return
         if lock.acquire(timeout=COLD_WAIT_S):
             self._refresh_held(lock, uid, user)
+
+    def _refresh_behind(self, lock: threading.Lock, uid: int | None, user: str | None) -> None:
+        try:
+            self._refresh_held(lock, uid, user)
+        finally:
+            self._history.close()  # this thread's connection: the thread ends here
 
     def _refresh_held(self, lock: threading.Lock, uid: int | None, user: str | None) -> None:
         try:
