@@ -41,12 +41,20 @@ def _reload(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=180, check=False)
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers of the shared sandbox config never see it half-written."""
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    os.chmod(part, path.stat().st_mode & 0o777)
+    os.replace(part, path)
+
+
 @pytest.fixture
 def config_restored(sandbox: Sandbox) -> Iterator[bytes]:
     original = sandbox.layout.bridge_config.read_bytes()
     yield original
     if sandbox.layout.bridge_config.read_bytes() != original:
-        sandbox.layout.bridge_config.write_bytes(original)
+        _write_atomically(sandbox.layout.bridge_config, original)
     assert _reload(sandbox).returncode == 0
 
 
@@ -57,7 +65,7 @@ def test_a_reload_takes_the_new_config_and_a_broken_one_is_refused(sandbox: Sand
     pid = running_watcher_pid(jobs.settings.ingest.lock_path)
     assert pid is not None and pid == before["pid"]
 
-    config.write_bytes(config_restored + b"\n# changed by the reload test\n")
+    _write_atomically(config, config_restored + b"\n# changed by the reload test\n")
     _code, results = run_test_suite(sandbox, "--only", "watcher")
     assert results[STALE_CHECK]["outcome"] == "FAIL" and "reload" in str(results[STALE_CHECK]["hint"])
 
@@ -77,7 +85,7 @@ def test_a_reload_takes_the_new_config_and_a_broken_one_is_refused(sandbox: Sand
 
     # A config that does not load: refused by the command before any signal, and by the watcher
     # itself on a bare SIGHUP; either way it keeps serving with the config it has.
-    config.write_bytes(config_restored + b"\ningest:\n  poll_interval_s: soon\n")
+    _write_atomically(config, config_restored + b"\ningest:\n  poll_interval_s: soon\n")
     try:
         refused = _reload(sandbox)
         assert refused.returncode == 2 and "poll_interval_s" in refused.stderr
@@ -87,7 +95,7 @@ def test_a_reload_takes_the_new_config_and_a_broken_one_is_refused(sandbox: Sand
         wait_for(lambda: "reload refused" in log.read_text(errors="replace")[seen:], timeout_s=20,
                  what="the watcher logs that it refused the config")
     finally:
-        config.write_bytes(config_restored + b"\n# changed by the reload test\n")
+        _write_atomically(config, config_restored + b"\n# changed by the reload test\n")
     still = _info(jobs)
     assert still["pid"] == pid and still["started_at"] == after["started_at"], "a refused reload does not restart"
 
