@@ -75,6 +75,10 @@ _RANK = {"PENDING": 0, "REQUEUED": 0, "CONFIGURING": 1, "RUNNING": 1, "SUSPENDED
          "STAGE_OUT": 2}
 
 
+# A few ms of writing each: short against a hook's busy timeout.
+MAX_UPDATES_PER_TRANSACTION = 200
+
+
 def state_rank(state: str) -> int:
     return 3 if state in FINAL_STATES else _RANK.get(state, 0)
 
@@ -208,22 +212,22 @@ class JobHistory:
                                  values=values)])
 
     def record_many(self, updates: list[Update]) -> None:
-        """Several `record`s in one transaction (the service's merge of Slurm's live view)."""
+        """Several `record`s, a transaction per MAX_UPDATES_PER_TRANSACTION (the service's merge of
+        Slurm's view): a hook waiting for the lock meanwhile waits for one batch, not a backfill."""
         for update in updates:
             unknown = set(update.values) - UPDATABLE
             if unknown:
                 raise ValueError(f"not a history field: {', '.join(sorted(unknown))}")
-        if not updates:
-            return
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for update in updates:
-                _apply(db, update, time.time())
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        for start in range(0, len(updates), MAX_UPDATES_PER_TRANSACTION):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for update in updates[start:start + MAX_UPDATES_PER_TRANSACTION]:
+                    _apply(db, update, time.time())
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def meta(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
