@@ -33,7 +33,7 @@ from bridge.collect.results import read_status
 from bridge.configfile import config_file, read_config_mapping, results_root
 from bridge.errors import BridgeError, ConfigError
 from bridge.kubernetes.lite import ATTACH_KUBECONFIG, LitePod, PodAccess, read_attach_bundle
-from bridge.kubernetes.podstatus import job_termination
+from bridge.kubernetes.podstatus import JOB_CONTAINER, TERMINAL_PHASES, job_termination
 from bridge.slurm.arraytask import array_task_name
 
 if TYPE_CHECKING:  # the full path imports these when it runs
@@ -44,7 +44,7 @@ TRACE_ENV = "SKBRIDGE_ATTACH_TRACE"
 EXIT_REJECTED = 1
 EXIT_LOST = 1
 EXIT_OOM = 128 + signal.SIGKILL
-_TERMINAL = ("Succeeded", "Failed")
+_TERMINAL = TERMINAL_PHASES
 
 
 def _say(out: BinaryIO, text: str) -> None:
@@ -192,11 +192,11 @@ class _KubePod:
                                                         "resourceVersion": resource_version}, timeout_s=timeout_s)
 
     def follow_log(self) -> Iterator[bytes]:
-        return self.kube.stream_lines(self._path + "/log", query={"container": "job", "follow": "true"},
+        return self.kube.stream_lines(self._path + "/log", query={"container": JOB_CONTAINER, "follow": "true"},
                                       read_timeout_s=3600 * 24)
 
     def read_log(self) -> bytes:
-        return self.kube.request_text("GET", self._path + "/log", query={"container": "job"}).encode("utf-8")
+        return self.kube.request_text("GET", self._path + "/log", query={"container": JOB_CONTAINER}).encode("utf-8")
 
     def delete(self, grace_period_s: int) -> None:
         self.kube.delete(self._path, grace_period_s=grace_period_s)
