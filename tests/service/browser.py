@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -45,7 +46,27 @@ def sign_in_link(url: str, user: str) -> str:
 
 
 def wait(driver: WebDriver, timeout_s: float = 30) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.2)
+    # The pages re-read their changing parts every few seconds: an element found a moment ago
+    # may have been replaced, so a stale one means "look again".
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def click(driver: WebDriver, by: str, value: str, timeout_s: float = 30) -> None:
+    """Click the element, finding it again if the page replaced it in between."""
+    wait(driver, timeout_s).until(lambda d: d.find_element(by, value).click() or True)
+
+
+def text_of(driver: WebDriver, by: str, value: str, timeout_s: float = 30) -> str:
+    """The element's visible text, read from one and the same element."""
+    found: list[str] = []
+    wait(driver, timeout_s).until(lambda d: found.append(d.find_element(by, value).text) or True)
+    return found[-1]
+
+
+def texts_of(driver: WebDriver, by: str, value: str, timeout_s: float = 30) -> list[str]:
+    found: list[list[str]] = []
+    wait(driver, timeout_s).until(lambda d: found.append([e.text for e in d.find_elements(by, value)]) or True)
+    return found[-1]
 
 
 def sign_in(driver: WebDriver, url: str, user: str) -> None:

@@ -16,7 +16,7 @@ from selenium.webdriver.support import expected_conditions as ec
 
 from tests.conftest import Sandbox
 from tests.jobs.conftest import Jobs, job_script
-from tests.service.browser import browser, screenshot, sign_in, wait  # noqa: F401
+from tests.service.browser import browser, click, screenshot, sign_in, text_of, texts_of, wait  # noqa: F401
 from tests.service.conftest import Service, start_service, stop_service
 
 
@@ -38,8 +38,10 @@ def submit_through_form(driver: WebDriver, url: str, script: str, name: str) -> 
 
 
 def progress_value(driver: WebDriver) -> float | None:
-    bars = driver.find_elements(By.CSS_SELECTOR, "#progress progress")
-    return float(bars[0].get_attribute("value") or 0) if bars else None
+    # One script call reads the bar: the panel around it is replaced every two seconds.
+    value = driver.execute_script("const bar = document.querySelector('#progress progress');"
+                                  "return bar ? Number(bar.value) : null;")
+    return None if value is None else float(value)
 
 
 def test_alice_submits_watches_and_downloads_bob_sees_nothing(dashboard: Service, jobs: Jobs, browser: WebDriver,  # noqa: F811
@@ -66,9 +68,8 @@ def test_alice_submits_watches_and_downloads_bob_sees_nothing(dashboard: Service
 
     # The list shows it; its link opens the job's page.
     browser.get(f"{url}/dashboard/")
-    row = wait(browser).until(ec.presence_of_element_located((By.ID, f"job-{job_id}")))
-    assert f"dash-{tag}.sh" in row.text
-    row.find_element(By.LINK_TEXT, job_id).click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, f"job-{job_id}"), f"dash-{tag}.sh"))
+    click(browser, By.CSS_SELECTOR, f"#job-{job_id} a[href='/dashboard/jobs/{job_id}']")
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "job-id"), job_id))
 
     # Live: log lines arrive over the event stream while Slurm still runs the job, and the
@@ -79,8 +80,8 @@ def test_alice_submits_watches_and_downloads_bob_sees_nothing(dashboard: Service
     first = progress_value(browser)
     assert first is not None and first < 100
     wait(browser, 30).until(lambda d: (progress_value(d) or 0) > first)
-    assert "ETA" in browser.find_element(By.ID, "progress").text
-    assert "RUNNING" in browser.find_element(By.ID, "job-state").text
+    assert "ETA" in text_of(browser, By.ID, "progress")
+    assert "RUNNING" in text_of(browser, By.ID, "job-state")
     screenshot(browser, "dashboard-job-running")
     browser.get(f"{url}/dashboard/")
     wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#job-{job_id} progress")))
@@ -93,13 +94,12 @@ def test_alice_submits_watches_and_downloads_bob_sees_nothing(dashboard: Service
     assert [line.split()[1] for line in log_text.splitlines() if line.startswith("epoch ")] == \
         [f"{i}/12" for i in range(1, 13)]
     assert "all done" in log_text
-    link = wait(browser, 90).until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, "#results a[href$='/results/results/result.txt']")))
+    wait(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#results a[href$='/results/results/result.txt']")))
     wait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "job-state"), "COMPLETED"))
-    assert [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#timeline td:first-child")][:2] == \
+    assert texts_of(browser, By.CSS_SELECTOR, "#timeline td:first-child")[:2] == \
         ["submitted", "allocated"]
     screenshot(browser, "dashboard-job-done")
-    link.click()
+    click(browser, By.CSS_SELECTOR, "#results a[href$='/results/results/result.txt']")
     downloaded = tmp_path / "downloads" / "result.txt"
     wait(browser, 30).until(lambda _d: downloaded.is_file() and downloaded.read_bytes() == b"45\n")
 
@@ -144,7 +144,7 @@ def test_bob_cancels_from_the_ui_and_bad_files_show_the_reasons(dashboard: Servi
     jobs.submitted.append(job_id)
     jobs.wait_state(job_id, {"RUNNING"}, timeout_s=90)
     wait(browser, 30).until(ec.text_to_be_present_in_element((By.ID, "job-state"), "RUNNING"))
-    browser.find_element(By.ID, "cancel").click()
+    click(browser, By.ID, "cancel")
     wait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "note"), "Cancel sent to Slurm."))
     assert jobs.wait_state(job_id, {"CANCELLED"}, timeout_s=60) == "CANCELLED"
     wait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "job-state"), "CANCELLED"))
