@@ -30,7 +30,7 @@ def main() -> None:
 
     # Baseline: plain Slurm jobs on the bare host. Every lab user's job takes the bridge's one
     # road (a --wrap job runs in a Pod with the default image), so root submits these: root's
-    # own jobs stay on the host (bridge.ingest.routing).
+    # own jobs stay on the host (bridge.jobfile.routing).
     started = time.monotonic()
     plain = [slurm(layout, "sbatch", "--parsable", "--cpus-per-task=1", "--mem=512M", "--output=/dev/null",
                    "--chdir=/tmp", "--wrap", "sleep 1").strip()

@@ -200,7 +200,7 @@ def _hooks(ctx: Context) -> str:
 def _one_road(ctx: Context) -> str:
     """Reports what happens to a job without #K8S_IMAGE, and that job_submit.lua was rendered
     with this config's policy and launcher (it is where the policy is enforced at submission)."""
-    from bridge.ingest.launcher import launcher_line, render_job_submit_lua
+    from bridge.jobfile.launcher import launcher_line, render_job_submit_lua
     from bridge.resources import resource_path
 
     policy = ctx.s.policy

@@ -114,7 +114,7 @@ def job_submit_lua(
 ) -> None:
     """Write job_submit.lua for this installation: the launcher line with the config's slurm.skbridge_path and
     slurm.attach_config_path (exactly the line the watcher writes), the site maxima and the one-road policy."""
-    from bridge.ingest.launcher import render_job_submit_lua
+    from bridge.jobfile.launcher import render_job_submit_lua
 
     settings = _settings(config)
     text = render_job_submit_lua(template.read_text(encoding="utf-8"), settings.slurm.skbridge_path,

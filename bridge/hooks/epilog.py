@@ -29,8 +29,8 @@ from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
 from bridge.errors import BridgeError, ConfigError, TemporaryError
 from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script
-from bridge.ingest.jobfile import parse_job_text
-from bridge.ingest.launcher import has_launcher, strip_launcher
+from bridge.jobfile.launcher import has_launcher, strip_launcher
+from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.access import ATTACH_KUBECONFIG, access_selector
 from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import ObjectRef, attempt_selector, delete_objects, list_job_objects, wait_gone

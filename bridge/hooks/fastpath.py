@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bridge.ingest.marker import LAUNCHER_MARKER
+from bridge.jobfile.marker import LAUNCHER_MARKER
 from bridge.slurm.identity import hook_environment
 
 DEFAULT_CONFIG = Path("/etc/slurm-k8s-bridge/config.yaml")
@@ -45,7 +45,7 @@ def _slurm_section() -> dict[str, Any]:
 def is_bridge_script(script: str) -> bool:
     """Cheap test before any parsing: a bridge job names its image on a line of its own, or
     carries the launcher (a plain script the site's default image runs). The full hook then
-    asks whether the launcher is really in its place (bridge.ingest.launcher.has_launcher).
+    asks whether the launcher is really in its place (bridge.jobfile.launcher.has_launcher).
 
     Only "\n" ends a line, as for job_submit.lua (str.splitlines would also split at \x1c,
     \x85, \u2028, ..., and call a job the bridge's that the plugin left alone)."""

@@ -25,8 +25,8 @@ from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script, process_age_s
-from bridge.ingest.jobfile import parse_job_text
-from bridge.ingest.launcher import has_launcher, strip_launcher
+from bridge.jobfile.launcher import has_launcher, strip_launcher
+from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
 from bridge.kubernetes.client import Kube, KubeRejected, load_client
 from bridge.kubernetes.nodemap import NodeMappingError, kube_node_for

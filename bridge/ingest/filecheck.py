@@ -18,8 +18,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from bridge.errors import TemporaryError
-from bridge.ingest.jobfile import JobSpec, Problem, parse_job_text
 from bridge.ingest.journal import MAX_NAME_BYTES
+from bridge.jobfile.spec import JobSpec, Problem, parse_job_text
 from bridge.settings import PolicySettings, Settings
 
 _READ_CHUNK = 64 * 1024

@@ -24,7 +24,6 @@ from bridge import metrics
 from bridge.errors import BridgeError, PermanentError, TemporaryError
 from bridge.history.record import record_job, record_note
 from bridge.ingest.filecheck import FileNotReadyError, read_job_file
-from bridge.ingest.jobfile import Problem, parse_job_text, render_report
 from bridge.ingest.journal import (
     Entry,
     EntryState,
@@ -34,7 +33,8 @@ from bridge.ingest.journal import (
     short_name,
     split_processing_name,
 )
-from bridge.ingest.launcher import insert_launcher
+from bridge.jobfile.launcher import insert_launcher
+from bridge.jobfile.spec import Problem, parse_job_text, render_report
 from bridge.log import get_logger
 from bridge.settings import Settings
 from bridge.slurm.submit import Owner, TaggedJob, find_tagged_jobs, sbatch_as_owner, sbatch_still_running, tag_for

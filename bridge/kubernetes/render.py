@@ -44,7 +44,7 @@ class MountLike(Protocol):
 
 
 class DirectivesLike(Protocol):
-    """What rendering needs of a parsed job file (bridge.ingest.jobfile.JobSpec)."""
+    """What rendering needs of a parsed job file (bridge.jobfile.spec.JobSpec)."""
 
     @property
     def image(self) -> str: ...

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from bridge.ingest.launcher import render_job_submit_lua
 from bridge.ingest.layout import ensure_nas_layout
+from bridge.jobfile.launcher import render_job_submit_lua
 from bridge.resources import resource_path
 from bridge.sandbox import images, k8s_build, kube_cluster, kube_node, slurm_cluster
 from bridge.sandbox.layout import ProgressFn, SandboxLayout

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 
 from bridge.errors import BridgeError, PermanentError, TemporaryError
 from bridge.history.record import record_job
-from bridge.ingest.jobfile import parse_job_text
-from bridge.ingest.launcher import insert_launcher
+from bridge.jobfile.launcher import insert_launcher
+from bridge.jobfile.spec import parse_job_text
 from bridge.service.access import Caller, ServiceState, State
 from bridge.service.identity import Identity
 from bridge.service.template import ParamValue, TemplateProblem, render_all

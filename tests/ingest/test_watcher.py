@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 
-from bridge.ingest.launcher import LAUNCHER_MARKER
+from bridge.jobfile.launcher import LAUNCHER_MARKER
 from tests.conftest import Sandbox, wait_for
 from tests.ingest.conftest import VALID_JOB, WatcherRun, job_field, make_watcher_run, tagged_jobs
 

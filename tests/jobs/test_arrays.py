@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from bridge.ingest.jobfile import parse_job_text
 from bridge.ingest.layout import user_submit_dir
+from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.access import attach_identity
 from bridge.kubernetes.objects import KIND_ORDER, collection_path, create_objects
 from bridge.kubernetes.render import (

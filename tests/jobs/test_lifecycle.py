@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ingest.launcher import insert_launcher
 from bridge.ingest.layout import ensure_user_folder
+from bridge.jobfile.launcher import insert_launcher
 from bridge.kubernetes.access import attach_identity
 from bridge.kubernetes.client import KubeUnauthorized, load_client
 from bridge.kubernetes.objects import create_objects
@@ -143,7 +143,7 @@ def test_the_reaper_removes_what_a_killed_epilog_left(jobs: Jobs, sandbox: Sandb
         job_id=job_id, name="left", user="skbbob", uid=bob.pw_uid, gid=bob.pw_gid, groups=(bob.pw_gid,),
         partition="gpu", restart_count=0, time_limit_minutes=10, state="RUNNING", submit_time=0, start_time=0,
         nodes=(NodeAllocation(node=sandbox.node_name, cpus=1, memory_mib=1024),))
-    from bridge.ingest.jobfile import parse_job_text
+    from bridge.jobfile.spec import parse_job_text
 
     spec, problems = parse_job_text(job_script(), jobs.settings.policy, jobs.settings.nas, owner="skbbob")
     assert spec is not None, problems

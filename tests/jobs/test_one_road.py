@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ingest.launcher import render_job_submit_lua
 from bridge.ingest.layout import ensure_user_folder, user_submit_dir
+from bridge.jobfile.launcher import render_job_submit_lua
 from bridge.resources import resource_path
 from bridge.settings import PolicySettings
 from tests.conftest import Sandbox, wait_for

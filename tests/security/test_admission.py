@@ -46,7 +46,7 @@ def _rendered(jobs: Jobs) -> dict[str, dict[str, Any]]:
         job_id="999999", name="probe", user="skbalice", uid=alice.pw_uid, gid=alice.pw_gid, groups=(alice.pw_gid,),
         partition="gpu", restart_count=0, time_limit_minutes=10, state="RUNNING", submit_time=0, start_time=0,
         nodes=(NodeAllocation(node=jobs.sandbox.node_name, cpus=1, memory_mib=1024),))
-    from bridge.ingest.jobfile import parse_job_text
+    from bridge.jobfile.spec import parse_job_text
 
     spec, problems = parse_job_text(job_script(), jobs.settings.policy, jobs.settings.nas, owner="skbalice")
     assert spec is not None, problems

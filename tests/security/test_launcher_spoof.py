@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ingest.launcher import LAUNCHER_MARKER, has_launcher, header_end, launcher_line
+from bridge.jobfile.launcher import LAUNCHER_MARKER, has_launcher, header_end, launcher_line
 from tests.conftest import Sandbox, wait_for
 from tests.jobs.conftest import Jobs, job_script
 

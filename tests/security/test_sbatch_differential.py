@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.ingest import sbatch_values as values
-from bridge.ingest.jobfile import JobSpec, parse_job_text
+from bridge.jobfile import sbatch_values as values
+from bridge.jobfile.spec import JobSpec, parse_job_text
 from bridge.settings import NasSettings, PolicySettings
 from tests.conftest import Sandbox
 from tests.unit.test_sbatch_grammar import SEPARATORS, _prefixes, _quoted

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli.entry import _launcher_config
-from bridge.ingest.launcher import launcher_line
+from bridge.jobfile.launcher import launcher_line
 
 SKBRIDGE = str(Path(sys.executable).parent / "skbridge")
 

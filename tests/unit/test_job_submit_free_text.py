@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ingest.launcher import render_job_submit_lua
+from bridge.jobfile.launcher import render_job_submit_lua
 
 LUA = shutil.which("lua5.1")
 HARNESS = """

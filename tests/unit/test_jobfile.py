@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.ingest.jobfile import normalize_image, parse_job_text, render_report
+from bridge.jobfile.spec import normalize_image, parse_job_text, render_report
 from bridge.settings import NasSettings, PolicySettings
 
 POLICY = PolicySettings(allowed_registries=["registry.lab:5000", "docker.io/library"], max_cpus_per_task=32,

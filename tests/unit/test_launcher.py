@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.ingest.launcher import (
+from bridge.jobfile.launcher import (
     LAUNCHER_MARKER,
     SHELL_INTERPRETER,
     has_launcher,

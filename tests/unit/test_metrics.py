@@ -11,10 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import metrics
-from bridge.ingest.problems import Problem
+from bridge.jobfile.problems import Problem
 
-INGEST = Path(metrics.__file__).parent / "ingest"
-# The ways bridge/ingest names a problem: problem(LINE, "code", ...), _problem("code", ...), code="code".
+# The drop folder's checks: its own (ingest) and the job file's (jobfile).
+CHECKS = (Path(metrics.__file__).parent / "ingest", Path(metrics.__file__).parent / "jobfile")
+# The ways bridge/ingest and bridge/jobfile name a problem: problem(LINE, "code", ...), _problem("code", ...), code="code".
 CODE = re.compile(r'(?:\bproblem\(\s*(?:[\w.\[\]]+|max\([^)]*\))\s*,\s*|\b_problem\(\s*|\bcode=)"([a-z0-9-]+)"')
 
 
@@ -27,7 +28,7 @@ def _value(name: str, **labels: str) -> float:
 
 
 def test_every_problem_code_of_the_drop_folder_checks_has_a_reason() -> None:
-    codes = {code for path in INGEST.glob("*.py") for code in CODE.findall(path.read_text())}
+    codes = {code for folder in CHECKS for path in folder.glob("*.py") for code in CODE.findall(path.read_text())}
     assert {"too-big", "registry-not-allowed", "not-your-folder", "slurm-rejected", "unknown-option"} <= codes
     assert sorted(codes - set(metrics.REJECT_REASONS)) == []
     assert set(metrics.REJECT_REASONS.values()) <= set(metrics.REJECT_REASON_VALUES)

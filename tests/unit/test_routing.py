@@ -1,4 +1,4 @@
-"""One road: bridge.ingest.routing and job_submit.lua decide the same for every kind of job."""
+"""One road: bridge.jobfile.routing and job_submit.lua decide the same for every kind of job."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ingest.launcher import LAUNCHER_MARKER, render_job_submit_lua
-from bridge.ingest.routing import route
+from bridge.jobfile.launcher import LAUNCHER_MARKER, render_job_submit_lua
+from bridge.jobfile.routing import route
 from bridge.settings import PolicySettings
 
 LUA = shutil.which("lua5.1")

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.ingest import sbatch_values as values
-from bridge.ingest.jobfile import parse_job_text
-from bridge.ingest.launcher import insert_launcher, launcher_line
-from bridge.ingest.sbatch_grammar import LONG_OPTIONS, NO, OPTIONAL, SHORT_OPTIONS, read_header
-from bridge.ingest.sbatch_policy import ALLOWED_SBATCH
+from bridge.jobfile import sbatch_values as values
+from bridge.jobfile.launcher import insert_launcher, launcher_line
+from bridge.jobfile.sbatch_grammar import LONG_OPTIONS, NO, OPTIONAL, SHORT_OPTIONS, read_header
+from bridge.jobfile.sbatch_policy import ALLOWED_SBATCH
+from bridge.jobfile.spec import parse_job_text
 from bridge.settings import NasSettings, PolicySettings
 
 POLICY = PolicySettings(allowed_registries=["registry.lab:5000"], max_cpus_per_task=32, max_mem_mib=65536,

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from bridge.cli.user.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, err, failures, out, settings_or_exit
-from bridge.ingest.jobfile import parse_job_text
+from bridge.jobfile.spec import parse_job_text
 from bridge.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

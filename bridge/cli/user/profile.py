@@ -131,7 +131,7 @@ def start(name: str, *, yes: bool, force: bool, dirty: bool, host: str | None, p
         prepared = prepare(loaded, name, allow_dirty=dirty)
         _show(prepared, name, prepared.profile, prepared.job_text, _snapshot_note(prepared))
         if settings is not None:
-            from bridge.ingest.jobfile import parse_job_text
+            from bridge.jobfile.spec import parse_job_text
 
             _spec, problems = parse_job_text(prepared.job_text, settings.policy, settings.nas)
             errors = [p for p in problems if p.severity == "error"]

@@ -13,7 +13,7 @@ import re
 import shlex
 from pathlib import Path
 
-from bridge.ingest.marker import LAUNCHER_MARKER
+from bridge.jobfile.marker import LAUNCHER_MARKER
 from bridge.settings import PolicySettings, load_settings
 
 __all__ = ["LAUNCHER_MARKER", "has_launcher", "header_end", "insert_launcher", "launcher_line", "strip_launcher"]
@@ -57,7 +57,7 @@ def render_job_submit_lua(template: str, skbridge_path: Path, config_path: Path 
     limits = {"max_time_minutes": policy.max_time_minutes, "max_mem_mib": policy.max_mem_mib,
               "max_gpus": policy.max_gpus, "max_cpus": policy.max_cpus_per_task,
               "max_array_tasks": policy.max_array_tasks, "max_nodes": policy.max_nodes}
-    # One road: what happens to a job without #K8S_IMAGE (bridge.ingest.routing decides the same).
+    # One road: what happens to a job without #K8S_IMAGE (bridge.jobfile.routing decides the same).
     fields = [f"{k} = {v}" for k, v in limits.items()] + [
         f"default_image = {'true' if policy.default_image else 'false'}",
         f"host_accounts = {lua_set(policy.host_accounts)}", f"host_partitions = {lua_set(policy.host_partitions)}"]

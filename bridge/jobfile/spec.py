@@ -15,10 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from bridge.ingest.launcher import SHELL_INTERPRETER
-from bridge.ingest.problems import Problem
-from bridge.ingest.sbatch_grammar import C_SPACE, magic_word, read_header
-from bridge.ingest.sbatch_policy import ALLOWED_SBATCH, FORBIDDEN_WHY, SbatchChecks, SbatchOption
+from bridge.jobfile.launcher import SHELL_INTERPRETER
+from bridge.jobfile.problems import Problem
+from bridge.jobfile.sbatch_grammar import C_SPACE, magic_word, read_header
+from bridge.jobfile.sbatch_policy import ALLOWED_SBATCH, FORBIDDEN_WHY, SbatchChecks, SbatchOption
 from bridge.settings import NasSettings, PolicySettings
 
 __all__ = ["ALLOWED_SBATCH", "DEFAULT_WORKDIR", "FORBIDDEN_WHY", "JobSpec", "Mount", "Problem", "SbatchOption",

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.ingest.problems import Problem
+from bridge.jobfile.problems import Problem
 
 C_SPACE = frozenset(" \t\n\v\f\r")
 MAGIC_WORDS = ("#SBATCH", "#SLURM")

@@ -1,6 +1,6 @@
 """The site's rules for `#SBATCH` options: the allow-list, owner paths and site maxima.
 
-Options arrive as sbatch applies them (bridge/ingest/sbatch_grammar.py): canonical names,
+Options arrive as sbatch applies them (bridge/jobfile/sbatch_grammar.py): canonical names,
 in order, the last of a kind winning. Every occurrence is checked; the totals the maxima
 apply to are worked out from the values that win, the way slurmctld combines them.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bridge.ingest import sbatch_values as values
-from bridge.ingest.problems import Problem
-from bridge.ingest.sbatch_grammar import Option
+from bridge.jobfile import sbatch_values as values
+from bridge.jobfile.problems import Problem
+from bridge.jobfile.sbatch_grammar import Option
 from bridge.settings import NasSettings, PolicySettings
 
 # Options a bridge job may carry. Everything else is refused: the Pod, not the host, runs the
