@@ -3,11 +3,11 @@ slurm-k8s-bridge: route a plain `sbatch job.sh` through the bridge.
 
 For a batch script whose header carries `#K8S_IMAGE=` (or, when the site sets a default
 image, any batch script, `sbatch --wrap` included), insert the launcher line right after the
-header, exactly as the drop-folder watcher does (bridge/ingest/launcher.py), so the batch
+header, exactly as the drop-folder watcher does (bridge/jobfile/launcher.py), so the batch
 step runs `skbridge attach` and the script itself runs only in the Pod. A job without an
 image and interactive allocations run on the bare host only for the site's host accounts
 and partitions (policy.host_accounts, host_partitions) and root; otherwise they are refused
-with the reason (bridge/ingest/routing.py).
+with the reason (bridge/jobfile/routing.py).
 
 This runs inside slurmctld under its locks: string work only, no I/O, no commands.
 Validation happens in the prolog, whose reasons reach the job's output file.
@@ -253,7 +253,7 @@ local function line_breaking_field(job_desc)
 	return nil
 end
 
--- One road (bridge/ingest/routing.py decides the same): a job without #K8S_IMAGE runs in a
+-- One road (bridge/jobfile/routing.py decides the same): a job without #K8S_IMAGE runs in a
 -- Pod with the site's default image, or on the bare host only for the configured accounts
 -- and partitions (and root's own jobs), or is refused with the reason. POLICY == nil is a
 -- plugin nobody rendered: it leaves such jobs alone, as before.
