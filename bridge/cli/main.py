@@ -15,8 +15,8 @@ from bridge.cli.watch import watch
 
 
 def _add_sandbox(parent: typer.Typer) -> None:
-    """The sandbox is a development tool with its own extra (`pip install 'slurm-k8s-bridge[sandbox]'`):
-    a production install has the command, which says so, instead of failing to import."""
+    """The sandbox is a development tool: a checkout has it (with its extra, `pip install -e '.[sandbox]'`),
+    a built package leaves it out; there the command says so instead of failing to import."""
     try:
         from bridge.cli import sandbox
     except ImportError as exc:
@@ -25,8 +25,12 @@ def _add_sandbox(parent: typer.Typer) -> None:
         @parent.command("sandbox", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
                         help="A local Slurm + Kubernetes sandbox (development only; not installed here).")
         def _not_installed() -> None:
-            typer.echo(f"skbridge sandbox: not installed ({what} is missing): "
-                       "pip install 'slurm-k8s-bridge[sandbox]' in a development checkout", err=True)
+            if what.startswith("bridge.sandbox"):
+                typer.echo("skbridge sandbox: a development tool, not part of an installed bridge: run it from a git "
+                           "checkout (`make sandbox`)", err=True)
+            else:
+                typer.echo(f"skbridge sandbox: not installed ({what} is missing): "
+                           "pip install -e '.[sandbox]' in a development checkout", err=True)
             raise typer.Exit(2)
 
         return

@@ -1,9 +1,14 @@
-"""A production install carries no sandbox dependency: the CLI works without `cryptography`."""
+"""A production install carries neither the sandbox nor its dependencies: the CLI works without
+`cryptography`, and a built wheel holds no `bridge/sandbox`."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
+
+import pytest
 
 BLOCK_CRYPTOGRAPHY = (
     "import sys\n"
@@ -33,4 +38,33 @@ def test_the_cli_runs_without_the_sandbox_extra() -> None:
 def test_the_sandbox_command_says_what_is_missing() -> None:
     done = _skbridge_without_cryptography("sandbox", "status")
     assert done.returncode == 2
-    assert "slurm-k8s-bridge[sandbox]" in done.stderr and "cryptography" in done.stderr
+    assert "pip install -e '.[sandbox]'" in done.stderr and "cryptography" in done.stderr
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
+                           str(REPO)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    [built] = out.glob("slurm_k8s_bridge-*.whl")
+    return built
+
+
+def test_a_built_package_leaves_the_sandbox_out(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [name for name in names if name.startswith("bridge/sandbox/")]
+    assert "bridge/cli/sandbox.py" in names and "bridge/hooks/attach.py" in names
+    assert any(name.startswith("bridge/data/dashboard/templates/") for name in names), "package data still ships"
+
+
+def test_without_the_sandbox_package_the_command_says_so() -> None:
+    block = BLOCK_CRYPTOGRAPHY.replace("name == 'cryptography' or name.startswith('cryptography.')",
+                                      "name == 'bridge.sandbox' or name.startswith('bridge.sandbox.')")
+    done = subprocess.run([sys.executable, "-c", block, "sandbox", "up"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2
+    assert "development tool" in done.stderr and "git checkout" in done.stderr
