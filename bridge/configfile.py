@@ -68,7 +68,7 @@ def under_root(root: Path, path: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def _env_section(environ: Mapping[str, str], section: str) -> dict[str, Any]:
+def env_section(environ: Mapping[str, str], section: str) -> dict[str, Any]:
     """pydantic-settings' reading of one section from the environment: `SKBRIDGE_<SECTION>` as a
     JSON object, then `SKBRIDGE_<SECTION>__<KEY>` over it; names match in any case."""
     lowered = {name.lower(): value for name, value in environ.items()}
@@ -93,6 +93,6 @@ def results_root(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Path:
     """`nas.results_root` from the config file's mapping and the environment, as the model derives it."""
     section = raw.get("nas")
     nas: dict[str, Any] = dict(section) if isinstance(section, Mapping) else {}
-    nas.update(_env_section(environ, "nas"))
+    nas.update(env_section(environ, "nas"))
     root = Path(nas.get("root") or DEFAULT_NAS_ROOT)
     return under_root(root, Path(nas.get("results_dir") or DEFAULT_RESULTS_DIR))

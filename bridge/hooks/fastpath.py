@@ -2,8 +2,9 @@
 
 slurmctld runs PrologSlurmctld/EpilogSlurmctld for every job. Most of a lab's jobs may be
 plain Slurm jobs; for them the hook must cost milliseconds, not the ~0.3 s that importing
-pydantic, structlog and the Kubernetes client takes. Only the standard library and PyYAML
-are used here; anything unclear falls through to the full hook, which decides properly.
+pydantic, structlog and the Kubernetes client takes. Only the standard library, PyYAML and
+`bridge.configfile` (the settings model's own file and environment rules) are used here;
+anything unclear falls through to the full hook, which decides properly.
 """
 
 from __future__ import annotations
@@ -15,31 +16,26 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bridge.configfile import DEFAULT_CONFIG_PATH, config_file, env_section, read_config_mapping
 from bridge.jobfile.marker import LAUNCHER_MARKER
 from bridge.slurm.identity import hook_environment
 
-DEFAULT_CONFIG = Path("/etc/slurm-k8s-bridge/config.yaml")
+DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
 DEFAULT_HOOK_SOCKET = Path("/run/slurm-k8s-bridge/hooks.sock")
 
 
 def _slurm_section() -> dict[str, Any]:
-    path = Path(os.environ.get("SKBRIDGE_CONFIG") or DEFAULT_CONFIG)
-    section: dict[str, Any] = {}
+    """The `slurm` section as the settings model reads it: the same file (`bridge.configfile`),
+    the same environment overrides (every `SKBRIDGE_SLURM__*`, environment over file). Anything
+    unreadable gives the defaults: the full hook, which loads the model, then says what is wrong."""
     try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and isinstance(data.get("slurm"), dict):
-            section = dict(data["slurm"])
-    except (OSError, ValueError, ImportError, AttributeError):
-        pass
+        raw = read_config_mapping(config_file())
     except Exception:
-        return {}
-    for key in ("conf_path", "bin_dir", "hook_socket_path"):
-        override = os.environ.get(f"SKBRIDGE_SLURM__{key.upper()}")
-        if override:
-            section[key] = override
-    return section
+        raw = {}
+    section = raw.get("slurm")
+    found: dict[str, Any] = dict(section) if isinstance(section, dict) else {}
+    found.update(env_section(os.environ, "slurm"))
+    return found
 
 
 def is_bridge_script(script: str) -> bool:

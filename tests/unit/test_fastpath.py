@@ -30,12 +30,23 @@ def test_the_fast_path_reads_what_load_settings_reads(tmp_path: Path, monkeypatc
     assert fastpath._socket_path(section) == settings.slurm.hook_socket_path
 
 
-def test_environment_overrides_reach_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("env", [
+    {"SKBRIDGE_SLURM__HOOK_SOCKET_PATH": "/run/other.sock"},
+    {"skbridge_slurm__bin_dir": "/usr/local/slurm/bin", "SKBRIDGE_SLURM__CONF_PATH": "/etc/x/slurm.conf"},
+    {"SKBRIDGE_SLURM": '{"bin_dir": "/srv/slurm/bin", "hook_socket_path": "/run/json.sock"}'},
+    {"SKBRIDGE_SLURM": '{"bin_dir": "/srv/slurm/bin"}', "SKBRIDGE_SLURM__BIN_DIR": "/srv/nested/bin"},
+])
+def test_environment_overrides_reach_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("slurm:\n  bin_dir: /opt/slurm/bin\n")
+    config.write_text("slurm:\n  bin_dir: /opt/slurm/bin\n  conf_path: /etc/file/slurm.conf\n")
     monkeypatch.setenv("SKBRIDGE_CONFIG", str(config))
-    monkeypatch.setenv("SKBRIDGE_SLURM__HOOK_SOCKET_PATH", "/run/other.sock")
-    assert fastpath._socket_path(fastpath._slurm_section()) == load_settings(config).slurm.hook_socket_path
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    section = fastpath._slurm_section()
+    settings = load_settings(config)
+    assert fastpath._socket_path(section) == settings.slurm.hook_socket_path
+    assert Path(section["bin_dir"]) == settings.slurm.bin_dir
+    assert Path(section["conf_path"]) == settings.slurm.conf_path
 
 
 @pytest.mark.parametrize(("script", "bridge"), [
