@@ -11,7 +11,6 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from bridge.errors import PermanentError
@@ -19,6 +18,7 @@ from bridge.settings import SlurmSettings
 from bridge.slurm import arraytask
 from bridge.slurm.commands import run_slurm
 from bridge.slurm.identity import IdentityError, JobOwner
+from bridge.slurm.vocabulary import duration_minutes, timestamp_s
 
 _GRES_DETAIL = re.compile(r"^gpu(?::(?P<type>[^:(]+))?:(?P<count>\d+)\(IDX:(?P<idx>[^)]*)\)")
 
@@ -257,22 +257,9 @@ def expand_hostlist(text: str) -> list[str]:
     return names
 
 
-def _time_limit_minutes(text: str) -> int | None:
-    """`5`, `00:05:00`, `1-02:00:00`, `UNLIMITED`/`NONE` -> minutes (None: no limit)."""
-    if not text or not text[0].isdigit():
-        return None
-    days, _, clock = text.rpartition("-")
-    parts = [int(p) for p in clock.split(":")]
-    hours, minutes, seconds = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
-    return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
-
-
 def _epoch(text: str) -> int:
-    try:
-        # Slurm prints the controller's local time without a zone; so does this parse.
-        return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp())
-    except ValueError:
-        return 0
+    """Slurm's local time -> seconds since the epoch (0: unset)."""
+    return int(timestamp_s(text) or 0)
 
 
 def _cpu_count(cpu_ids: str) -> int:
@@ -302,7 +289,7 @@ def parse_scontrol_job(text: str) -> JobAllocation:
     return JobAllocation(
         job_id=fields.get("JobId", ""), name=fields.get("JobName", ""), user=user, uid=uid, gid=gid,
         groups=(), partition=fields.get("Partition", ""), restart_count=_int(fields.get("Restarts")),
-        time_limit_minutes=_time_limit_minutes(fields.get("TimeLimit", "")), state=fields.get("JobState", ""),
+        time_limit_minutes=duration_minutes(fields.get("TimeLimit", "")), state=fields.get("JobState", ""),
         submit_time=_epoch(fields.get("SubmitTime", "")), start_time=_epoch(fields.get("StartTime", "")),
         nodes=tuple(nodes), comment=_unset(fields.get("Comment", "")), admin_comment=_unset(fields.get("AdminComment", "")),
         standard_output=_unset(fields.get("StdOut", "")), work_dir=_unset(fields.get("WorkDir", "")),
