@@ -245,6 +245,7 @@ def _timeouts(ctx: Context) -> str:
 
 # What the bridge must be allowed to do, and samples of what it must not.
 NEEDED = [("create", "pods", ""), ("delete", "pods", ""), ("watch", "pods", ""), ("get", "pods/log", ""),
+          ("get", "pods/exec", ""), ("create", "pods/exec", ""),  # granted on to interactive jobs' Roles (skbridge shell)
           ("create", "configmaps", ""), ("delete", "configmaps", ""), ("create", "persistentvolumeclaims", ""),
           ("patch", "persistentvolumeclaims", ""), ("delete", "persistentvolumeclaims", ""),
           ("create", "persistentvolumes", ""),

@@ -1,9 +1,10 @@
 """A credential for `skbridge attach` that reaches the job's own Pod and nothing else.
 
 Per job attempt: a ServiceAccount, a Role naming only that Pod (get/watch, and get on its
-log), a RoleBinding, and a token from the TokenRequest API bound to the Pod object, so it
-dies with the Pod. The kubeconfig holding it is written into the job's results folder,
-readable only by the job's user, and removed by the epilog.
+log; exec too for an interactive job, `skbridge shell`), a RoleBinding, and a token from
+the TokenRequest API bound to the Pod object, so it dies with the Pod. The kubeconfig
+holding it is written into the job's results folder, readable only by the job's user, and
+removed by the epilog.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ from bridge.slurm.jobinfo import JobAllocation
 LABEL_ACCESS_FOR_JOB = "skbridge.io/access-for-job"
 ATTACH_KUBECONFIG = lite.ATTACH_KUBECONFIG
 _MIN_TOKEN_S = 600
+# `skbridge shell` submits its job under this name. The name is the user's to choose, and that
+# is safe: all it adds is exec into the job's own Pod, which runs as the user (never root).
+INTERACTIVE_JOB_NAME = "skbridge-shell"
+
+
+def is_interactive(allocation: JobAllocation) -> bool:
+    return allocation.name == INTERACTIVE_JOB_NAME
 
 
 def access_selector(job_id: str) -> str:
@@ -44,6 +52,11 @@ def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) ->
     Pod's other objects (`create_objects(extra=...)`): the Pod runs as the account. The
     bridge holds `bind` on Roles in its namespace, so the binding need not wait for the
     API server to see the Role first (the escalation check it replaces costs ~100 ms).
+
+    An interactive job's Role also allows exec into that Pod: `get` and `create` on
+    `pods/exec` (a websocket exec is a GET, and since Kubernetes 1.30 the API server also
+    asks for `create`, AuthorizePodWebsocketUpgradeCreatePermission); the bridge holds both itself,
+    as RBAC's escalation check requires of whoever writes a Role (it holds no `escalate`).
     """
     name = access_name(pod_name)
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ACCESS_FOR_JOB: allocation.job_id,
@@ -61,6 +74,9 @@ def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) ->
               # delete: on scancel or the time limit, attach ends its own Pod with the grace period.
               "verbs": ["get", "watch", "delete"]},
              {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": [pod_name], "verbs": ["get"]},
+             *([{"apiGroups": [""], "resources": ["pods/exec"], "resourceNames": [pod_name],
+                 "verbs": ["get", "create"]}]
+               if is_interactive(allocation) else []),
          ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},

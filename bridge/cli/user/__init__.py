@@ -1,4 +1,5 @@
-"""The user's commands: submit, status, logs, cancel, jobs, nodes, init, results, dashboard, profile (as the user, never root).
+"""The user's commands: submit, status, logs, cancel, jobs, nodes, init, results, dashboard, profile, shell
+(as the user, never root).
 
 `skbridge STATUS ...` and friends start through `standalone()`, which imports only these
 commands: the admin and sandbox commands cost ~0.5 s of imports a user waits for.
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import typer
 
-USER_COMMANDS = ("submit", "status", "logs", "cancel", "jobs", "nodes", "init", "results", "dashboard", "profile")
+USER_COMMANDS = ("submit", "status", "logs", "cancel", "jobs", "nodes", "init", "results", "dashboard", "profile",
+                 "shell")
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +35,9 @@ def register(app: typer.Typer) -> None:
                           ("jobs", jobs), ("nodes", nodes), ("init", init), ("results", results),
                           ("dashboard", dashboard)):
         app.command(name, help=inspect.cleandoc(command.__doc__ or "") + "\n\n" + EXIT_CODES_HELP)(command)
+    from bridge.cli.user.shell import SHELL_EXIT_HELP, shell
+
+    app.command("shell", help=inspect.cleandoc(shell.__doc__ or "") + "\n\n" + SHELL_EXIT_HELP)(shell)
     import bridge.cli.user.profile_runs  # noqa: F401  (adds status, log, collect, recover, clean)
     from bridge.cli.user.profile import PROFILE_EXIT_HELP
     from bridge.cli.user.profile import app as profile_app
