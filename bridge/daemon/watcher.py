@@ -24,7 +24,7 @@ from bridge.collect.retention import retention_pass
 from bridge.errors import BridgeError, ConfigError
 from bridge.hooks.server import serving_hooks
 from bridge.ingest.detect import InotifyHint, SubmitScanner
-from bridge.ingest.journal import Entry, Journal
+from bridge.ingest.journal import Entry, Journal, JournalUnavailable
 from bridge.ingest.layout import ensure_user_folders
 from bridge.ingest.pipeline import Ingestor, Outcome
 from bridge.kubernetes.client import load_client
@@ -65,6 +65,7 @@ class Watcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reload_asked = threading.Event()
+        self._journal_down_logged_at = -60.0
         self.reload_on_exit = False
         self._in_flight: dict[str, Future[Outcome]] = {}
 
@@ -200,9 +201,22 @@ class Watcher:
         self._in_flight[entry.id] = future
         future.add_done_callback(lambda _f: self._wake.set())
 
+    def _journal_down(self, error: str) -> None:
+        """Say it once a minute, not on every pass, while the journal cannot be written."""
+        now = time.monotonic()
+        if now - self._journal_down_logged_at >= 60.0:
+            self._journal_down_logged_at = now
+            log.error("the journal cannot be written: no file is claimed or submitted until it can "
+                      "(free space on its disk)", error=error)
+
     def _process_safely(self, ingestor: Ingestor, entry: Entry) -> Outcome:
         try:
             return ingestor.process(entry)
+        except JournalUnavailable as exc:
+            # The step that needed the journal did not happen; the entry's last written state
+            # says where to resume (an intent without a job id is looked up in Slurm first).
+            self._journal_down(str(exc))
+            raise
         except Exception:
             # A bug or an unwritable NAS must not lose the file: it stays in processing/ with
             # its journal entry and is tried again later.
@@ -243,6 +257,10 @@ class Watcher:
                     except OSError as exc:
                         log.error("cannot claim file; will retry", file=os.fsdecode(name), error=exc.strerror)
                         continue
+                    except JournalUnavailable as exc:
+                        # No entry, no submission: the files wait in submit/ until it can be written.
+                        self._journal_down(str(exc))
+                        break
                     scanner.forget(name)
                     if claimed is not None:
                         log.info("claimed", file=os.fsdecode(name), entry=claimed.id)

@@ -8,6 +8,7 @@ instead of submitting twice.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import sqlite3
@@ -19,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bridge.errors import TemporaryError
 
 
 class EntryState(enum.StrEnum):
@@ -128,11 +131,16 @@ _SELECT_DUE = ("SELECT id, name, state, job_id, reason, attempts, next_attempt_a
                "WHERE state NOT IN ('accepted', 'failed') AND next_attempt_at <= ? ORDER BY created_at LIMIT ?")
 
 
+class JournalUnavailable(TemporaryError):
+    """The journal cannot be written now (disk full, read-only): wait, write nothing else."""
+
+
 class Journal:
     """Thread-safe: one connection, one lock; every write is its own durable transaction."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -151,14 +159,21 @@ class Journal:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. A journal that cannot be written (its disk full, read-only,
+        gone) raises JournalUnavailable: nothing may then be submitted, since the entry written
+        first is what makes a submission happen exactly once; the caller waits and tries again."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise JournalUnavailable(f"the journal {self.path} cannot be written: {exc}") from exc
 
     def add(self, entry_id: str, name: bytes, *, folder: bytes | None = None, folder_uid: int | None = None,
             folder_mode: int | None = None) -> Entry:
