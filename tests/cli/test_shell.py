@@ -88,6 +88,9 @@ def test_shell_on_a_terminal_types_and_exits(cli: Cli) -> None:
     done = (0, 0)
     try:
         assert read_until(b"$ ", 120), seen.decode(errors="replace")
+        found = _SUBMITTED.search(seen.decode(errors="replace"))
+        assert found, seen.decode(errors="replace")
+        cli.jobs.submitted.append(found.group(1))  # scancelled by the fixture should the test fail
         os.write(fd, b"tty; echo typed-$((6*7))\r")
         assert read_until(b"typed-42", 30), seen.decode(errors="replace")
         os.write(fd, b"exit 4\r")
@@ -103,9 +106,6 @@ def test_shell_on_a_terminal_types_and_exits(cli: Cli) -> None:
     text = seen.decode(errors="replace")
     assert "/dev/pts/" in text  # a TTY inside the container
     assert os.waitstatus_to_exitcode(done[1]) == 4, text[-800:]
-    found = _SUBMITTED.search(text)
-    assert found, text
-    cli.jobs.submitted.append(found.group(1))
     _assert_ended_and_clean(cli, found.group(1))
 
 
