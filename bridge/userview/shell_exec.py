@@ -34,7 +34,7 @@ _READ_BYTES = 65536
 _SELECT_S = 0.25  # how soon a resize or a closed connection is noticed without input
 # Runs the login shell named (the user's, from the password database of the submit host) if
 # the image has it, else bash, else sh; the name is an argument, never shell text.
-_LOGIN = 'for s in "$1" /bin/bash /bin/sh; do if [ -x "$s" ]; then exec "$s" -l; fi; done; exit 127'
+_LOGIN = 'for s in "$1" /bin/bash /bin/sh; do if [ -x "$s" ]; then SHELL=$s; export SHELL; exec "$s" -l; fi; done; exit 127'
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,8 @@ def _submit(settings: Settings, request: ShellRequest) -> str:
             for problem in report.problems:
                 err.print(f"  {escape(problem.message)}\n    fix: {escape(problem.fix)}")
             raise typer.Exit(EXIT_FAILED)
-        # From the user's home (the job's working directory), not wherever skbridge was started.
-        job_id = submit_sbatch(settings, path, cwd=Path(os.path.expanduser("~")))
+        # From the current folder, as `skbridge submit` and salloc: it is the job's working directory.
+        job_id = submit_sbatch(settings, path)
     err.print(f"job {job_id} submitted (skbridge status {job_id})", markup=False)
     return job_id
 
