@@ -13,12 +13,11 @@ from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from bridge.service.access import Caller, ServiceState, State, caller
 from bridge.service.identity import AuthError
-from bridge.service.pages import SECURITY_HEADERS, render
+from bridge.service.pages import render
 from bridge.service.session import COOKIE, Session, check_form, same_origin, session_of, store_of
 
 log = structlog.get_logger(__name__)
@@ -112,7 +111,25 @@ def openapi(request: Request, state: State) -> JSONResponse:
 
 @router.get("/docs")
 def docs(request: Request, state: State) -> HTMLResponse:
+    """The API's routes, rendered here from the OpenAPI document: Swagger UI would load its
+    script from a CDN, which a lab's service often cannot reach (and the CSP forbids)."""
     _require_identity(request, state)
-    page = get_swagger_ui_html(openapi_url="/openapi.json", title="slurm-k8s-bridge API")
-    # Swagger UI's own page loads its script from a CDN: it gets none of the dashboard's CSP.
-    return HTMLResponse(page.body, headers={k: v for k, v in SECURITY_HEADERS.items() if k != "Content-Security-Policy"})
+    api = request.app.openapi()
+    return render("api_docs.html", api=api, routes=api_routes(api), signed=session_of(request, state))
+
+
+def api_routes(api: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each operation of an OpenAPI document: method, path, summary, description, parameters."""
+    routes = []
+    for path, operations in sorted(api.get("paths", {}).items()):
+        for method, operation in operations.items():
+            params = [{"name": p.get("name"), "where": p.get("in"), "required": bool(p.get("required"))}
+                      for p in operation.get("parameters", [])]
+            if "requestBody" in operation:
+                params.append({"name": "body", "where": "request body",
+                               "required": bool(operation["requestBody"].get("required"))})
+            description = (operation.get("description") or "").strip()
+            routes.append({"method": method.upper(), "path": path, "summary": operation.get("summary", ""),
+                           "description": "" if description == operation.get("summary") else description,
+                           "parameters": params})
+    return routes
