@@ -85,7 +85,7 @@ def test_the_test_suite_tells_when_the_watcher_runs_an_older_config(sandbox: San
         config.write_bytes(original + b"# an admin's edit the watcher has not read\n")
         code, results = run_test_suite(sandbox, "--only", "watcher")
         assert code == 1 and results[name]["outcome"] == "FAIL", results[name]
-        assert "systemctl restart skbridge-watcher" in str(results[name]["hint"])
+        assert "systemctl reload skbridge-watcher" in str(results[name]["hint"])
     finally:
         config.write_bytes(original)
     _, results = run_test_suite(sandbox, "--only", "watcher")
