@@ -1,13 +1,14 @@
 # Two entry points, both safe to repeat:
 #   make sandbox   set up and run the local sandbox (Slurm + Kubernetes + the bridge), then a sample job
-#   make test      lint, type-check and run the whole test suite against that sandbox
+#   make test      lint, type-check and run the test suite against that sandbox (all but the slow suites)
+#   make test-slow the slow suites: faults injected into the sandbox, benchmarks' quick runs, the upgrade
 # Debian's own Python: the batch step runs `skbridge attach` as the job's user, who must be
 # able to execute the venv's interpreter (a pyenv under /root would not do).
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: sandbox test lint unit sandbox-down clean
+.PHONY: sandbox test test-slow test-all lint unit sandbox-down clean
 
 $(BIN)/skbridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +32,12 @@ unit: $(BIN)/skbridge
 	$(BIN)/pytest -m unit -q
 
 test: lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(BIN)/skbridge
+	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: test test-slow
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

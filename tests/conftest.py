@@ -25,11 +25,21 @@ from bridge.sandbox.layout import SandboxLayout
 UNIT_DIR = Path(__file__).parent / "unit"
 
 
+# Suites that take minutes each: faults injected into the shared sandbox (daemons stopped,
+# disks filled, jobs ending every way) and the benchmarks' quick runs. `make test` leaves them
+# out to stay well under CI's 40 minutes; `make test-slow` runs them (CI with CI_SLOW=1).
+SLOW_DIRS = (Path(__file__).parent / "faults", Path(__file__).parent / "bench")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`-m unit` selects tests/unit (no sandbox); everything else is marked `sandbox`."""
+    """`-m unit` selects tests/unit (no sandbox); everything else is marked `sandbox`; the
+    fault and benchmark suites (and tests marked so themselves) are also `slow`."""
     for item in items:
-        in_unit = UNIT_DIR in Path(str(item.fspath)).parents
+        parents = Path(str(item.fspath)).parents
+        in_unit = UNIT_DIR in parents
         item.add_marker(pytest.mark.unit if in_unit else pytest.mark.sandbox)
+        if any(folder in parents for folder in SLOW_DIRS):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass

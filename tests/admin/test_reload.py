@@ -133,6 +133,7 @@ def installed_watcher(sandbox: Sandbox) -> Iterator[dict[str, subprocess.Popen[b
         manager.up(sandbox.layout, lambda _m: None)
 
 
+@pytest.mark.slow
 def test_an_upgrade_reaches_the_running_watcher_without_losing_the_job_in_flight(
         sandbox: Sandbox, jobs: Jobs, tmp_path: Path, installed_watcher: dict[str, subprocess.Popen[bytes] | None]) -> None:
     env = {**os.environ, "SLURM_CONF": str(sandbox.layout.slurm_conf),
