@@ -16,10 +16,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bridge.slurm.vocabulary import FINAL_STATES as SLURM_FINAL_STATES
+
 # Slurm's final states: a job in one of them never changes again. UNKNOWN is the history's own:
 # slurmctld no longer holds the job and accounting never recorded its end (nobody will).
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                          "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED", "UNKNOWN"})
+FINAL_STATES = SLURM_FINAL_STATES | {"UNKNOWN"}
 _FINAL_SQL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
 
 _SCHEMA = """

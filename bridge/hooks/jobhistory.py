@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bridge.collect.results import results_dir
 from bridge.history.record import record_job
 from bridge.history.store import FINAL_STATES
 from bridge.settings import Settings
@@ -25,7 +26,7 @@ def _facts(settings: Settings, allocation: JobAllocation) -> dict[str, Any]:
     return {"uid": allocation.uid, "user": allocation.user, "name": allocation.name or None,
             "partition": allocation.partition or None, "submit_time": allocation.submit_time or None,
             "gpus": node.gpus if node else None, "node": node.node if node else None,
-            "results_dir": str(settings.nas.results_root / allocation.user / allocation.results_name)}
+            "results_dir": str(results_dir(settings.nas, allocation.user, allocation.results_name))}
 
 
 def allocated(settings: Settings, allocation: JobAllocation) -> None:
@@ -64,6 +65,6 @@ def ended(settings: Settings, allocation: JobAllocation) -> None:
 def collected(settings: Settings, allocation: JobAllocation, *, failure: str | None = None) -> None:
     if failure is None:
         record_job(settings, _key(allocation), event="collected",
-                   detail=str(settings.nas.results_root / allocation.user / allocation.results_name))
+                   detail=str(results_dir(settings.nas, allocation.user, allocation.results_name)))
     else:
         record_job(settings, _key(allocation), event="collect failed", detail=failure)

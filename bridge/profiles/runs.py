@@ -23,6 +23,7 @@ from bridge.profiles.render import RUNS_DIR, render_job, run_rel
 from bridge.profiles.snapshot import Snapshot, extract_tar, select, write_tar
 from bridge.profiles.state import RUN_RECORD, Run, RunStore
 from bridge.settings import Settings
+from bridge.slurm.vocabulary import FINAL_STATES, is_live
 
 log = structlog.get_logger(__name__)
 JOB_FILE = ".skbridge-job.sh"
@@ -146,7 +147,7 @@ def job_state(settings: Settings | None, run: Run) -> tuple[str, bool]:
         if done.returncode != 0:
             raise TemporaryError(f"{run.host}: skbridge status {run.job_id} failed (exit {done.returncode})")
         state = str(json.loads(done.stdout).get("state") or "UNKNOWN")
-        return state, state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED")
+        return state, is_live(state)
     from bridge.userview.queue import find_job
 
     assert settings is not None  # a run of this machine: its Slurm is here
@@ -157,8 +158,7 @@ def job_state(settings: Settings | None, run: Run) -> tuple[str, bool]:
 
 
 # Ended without completing (or forgotten by Slurm): what `recover --resubmit` submits again.
-UNFINISHED_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-                               "DEADLINE", "UNKNOWN"})
+UNFINISHED_STATES = (FINAL_STATES - {"COMPLETED"}) | {"UNKNOWN"}
 
 
 def resubmit_run(settings: Settings | None, run: Run, store: RunStore) -> str:

@@ -16,6 +16,7 @@ from bridge.resources import resource_path
 from bridge.sandbox import k8s_build
 from bridge.sandbox.layout import SandboxLayout
 from bridge.settings import load_settings
+from bridge.slurm.vocabulary import is_live
 from bridge.waiting import poll
 
 DEMO_USER = "skbdemo"
@@ -84,7 +85,7 @@ def run_demo(layout: SandboxLayout, show: ShowFn, progress: Callable[[str], None
     def finished() -> str | None:
         line = run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode").strip()
         state = line.split("|")[0] if line else ""
-        return line if state and state not in {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING"} else None
+        return line if state and not is_live(state) else None
 
     _wait(finished, "the job to finish", 120)
     results = settings.nas.results_root / DEMO_USER / job_id

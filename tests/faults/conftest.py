@@ -3,7 +3,9 @@ Every test restores the sandbox (`skbridge sandbox up` is idempotent) before it 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,3 +37,16 @@ def restart(sandbox: Sandbox, *, fresh_informers: bool = False) -> None:
         for name in ("kube-scheduler", "kube-controller-manager"):
             daemons.stop(name)
         manager.up(sandbox.layout, lambda message: None)
+
+
+def log_events(log_text: str, component: str, event: str) -> list[dict[str, Any]]:
+    """The JSON lines of a watcher or hooks log in which `component` logged `event`."""
+    found = []
+    for line in log_text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("component") == component and entry.get("event") == event:
+            found.append(entry)
+    return found

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from bridge.sandbox.images import JOB_IMAGE
 from tests.conftest import wait_for
+from tests.faults.conftest import log_events
 from tests.jobs.conftest import Jobs, job_script
 
 PER_ENDING = int(os.environ.get("SKBRIDGE_CENSUS_PER_ENDING", "2"))
@@ -67,16 +68,7 @@ ENDINGS = [
 
 
 def _job_ids(log_text: str, component: str, event: str) -> set[str]:
-    """Jobs for which `component` logged `event` (JSON lines of the watcher's or the hooks' log)."""
-    found = set()
-    for line in log_text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("component") == component and entry.get("event") == event:
-            found.add(str(entry.get("job_id")))
-    return found
+    return {str(entry.get("job_id")) for entry in log_events(log_text, component, event)}
 
 
 def test_jobs_ending_every_way_leave_nothing(jobs: Jobs) -> None:

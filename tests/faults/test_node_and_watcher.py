@@ -4,14 +4,13 @@ output is whole, and none of its objects is left behind."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
 from bridge.sandbox.procs import Daemons
 from tests.conftest import Sandbox, wait_for
-from tests.faults.conftest import restart
+from tests.faults.conftest import log_events, restart
 from tests.jobs.conftest import Jobs, job_script
 
 COUNTING = "for i in $(seq 1 20); do echo line-{n}-$i; sleep 1; done"
@@ -54,17 +53,8 @@ def test_watcher_killed_while_serving_the_prolog(jobs: Jobs, sandbox: Sandbox) -
 
 def _hook_runs(log_text: str, job_id: str, component: str) -> list[str]:
     """Who ran each completed `component` hook of `job_id` ("watcher" or "process")."""
-    runs = []
-    for line in log_text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("job_id") == job_id and entry.get("component") == component and \
-                entry.get("event") == f"{component} done":
-            runs.append(str(entry.get("served_by")))
-    return runs
-
+    return [str(entry.get("served_by")) for entry in log_events(log_text, component, f"{component} done")
+            if entry.get("job_id") == job_id]
 
 def test_hook_socket_removed_hooks_run_as_processes(jobs: Jobs, sandbox: Sandbox) -> None:
     socket_path = jobs.settings.slurm.hook_socket_path

@@ -33,6 +33,9 @@ PROFILE_EXIT_HELP = EXIT_CODES_HELP + " 6 refused: a run of the profile is activ
 ProfilesOption = typer.Option(None, "--profiles", "-P", envvar="SKBRIDGE_PROFILES",
                               help="Profile file (default: skbridge-profiles.yaml or skbridge.yaml in this folder or "
                                    "above, else ~/.config/skbridge/profiles.yaml).")
+YesOption = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+ForceOption = typer.Option(False, "--force", help="Submit even when a run of this profile is still active.")
+DirtyOption = typer.Option(False, "--dirty", help="Snapshot uncommitted changes too (git projects).")
 HostOption = typer.Option(None, "--host", "-H", help="Run on this login node over SSH (from a laptop); SKBRIDGE_SSH "
                           "names the ssh client, SKBRIDGE_REMOTE the skbridge there.")
 
@@ -46,6 +49,17 @@ def _quiet_logs() -> None:
     from bridge.log import configure_logging
 
     configure_logging("warning", json_output=False, stream=sys.stderr)
+
+
+def confirm_or_refuse(question: str, refused: str) -> None:
+    """Ask (no by default); anything but yes ends the command with EXIT_REFUSED."""
+    try:
+        confirmed = typer.confirm(question, default=False)
+    except typer.Abort:
+        confirmed = False
+    if not confirmed:
+        err.print(f"{refused} (not confirmed; --yes skips the question)", markup=False)
+        raise typer.Exit(EXIT_REFUSED)
 
 
 def profile_summary(name: str, profile: Profile) -> dict[str, Any]:
@@ -147,13 +161,7 @@ def start(name: str, *, yes: bool, force: bool, dirty: bool, host: str | None, p
             err.print("not submitted: pass --force to start another run anyway", markup=False)
             raise typer.Exit(EXIT_REFUSED)
         if not yes:
-            try:
-                confirmed = typer.confirm("Submit this run?", default=False)
-            except typer.Abort:
-                confirmed = False
-            if not confirmed:
-                err.print("not submitted (not confirmed; --yes skips the question)", markup=False)
-                raise typer.Exit(EXIT_REFUSED)
+            confirm_or_refuse("Submit this run?", "not submitted")
         if host is not None:
             run = start_remote(Remote.from_env(host), prepared, store)
         else:
@@ -172,9 +180,9 @@ def start(name: str, *, yes: bool, force: bool, dirty: bool, host: str | None, p
 @app.command("run")
 def run_profile(
     name: str = typer.Argument(..., help="Profile name."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    force: bool = typer.Option(False, "--force", help="Submit even when a run of this profile is still active."),
-    dirty: bool = typer.Option(False, "--dirty", help="Snapshot uncommitted changes too (git projects)."),
+    yes: bool = YesOption,
+    force: bool = ForceOption,
+    dirty: bool = DirtyOption,
     host: str | None = HostOption,
     profiles: Path | None = ProfilesOption,
     config: Path | None = ConfigOption,
@@ -187,9 +195,9 @@ def run_profile(
 @app.command("full")
 def full(
     name: str = typer.Argument(..., help="Profile name."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    force: bool = typer.Option(False, "--force", help="Submit even when a run of this profile is still active."),
-    dirty: bool = typer.Option(False, "--dirty", help="Snapshot uncommitted changes too (git projects)."),
+    yes: bool = YesOption,
+    force: bool = ForceOption,
+    dirty: bool = DirtyOption,
     host: str | None = HostOption,
     profiles: Path | None = ProfilesOption,
     config: Path | None = ConfigOption,

@@ -19,7 +19,7 @@ from bridge.cli.user.common import (
     out,
     settings_or_exit,
 )
-from bridge.cli.user.profile import EXIT_REFUSED, ProfilesOption, app
+from bridge.cli.user.profile import EXIT_REFUSED, ProfilesOption, app, confirm_or_refuse
 from bridge.profiles.model import Profile, load_profiles
 from bridge.profiles.remote import Remote
 from bridge.profiles.render import RUNS_DIR, run_rel
@@ -186,13 +186,7 @@ def clean(name: str | None = typer.Argument(None, help="Profile name (default: e
         out.print(f"  {escape(target)}/")
     out.print(f"  and the record of {len(plan)} run(s)")
     if not yes:
-        try:
-            confirmed = typer.confirm("Delete these?", default=False)
-        except typer.Abort:
-            confirmed = False
-        if not confirmed:
-            err.print("nothing deleted (not confirmed; --yes skips the question)", markup=False)
-            raise typer.Exit(EXIT_REFUSED)
+        confirm_or_refuse("Delete these?", "nothing deleted")
     with failures("profile clean"):
         for run, targets in plan:
             for target in targets:
