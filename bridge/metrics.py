@@ -79,7 +79,7 @@ REAPER_PASSES = Counter("skbridge_reaper_passes", "Reaper passes by result (ok, 
 
 PROLOG_OUTCOME_VALUES = ("ready", "rejected", "requeued", "skipped", "crashed")
 REQUEUE_CAUSES = ("slurm_unavailable", "pod_template", "kube_credential", "kube_unavailable", "kube_error",
-                  "pod_not_ready")
+                  "pod_not_ready", "hook_timeout")
 
 # Problem codes of the drop-folder checks (bridge.ingest) -> the reason label: a handful of
 # kinds an operator acts on differently. A code missing here counts as "other" (a unit test

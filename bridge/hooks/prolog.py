@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pwd
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from bridge.kubernetes.objects import (
     create_objects,
     delete_objects,
     list_job_objects,
+    open_start_gate,
     wait_gone,
     wait_pod_ready,
 )
@@ -61,6 +62,10 @@ EXIT_REQUEUE = 1
 
 # Set by the hook server: how long the hook's own process ran before it handed the job over.
 client_startup_s: ContextVar[float | None] = ContextVar("skbridge_client_startup_s", default=None)
+# Set by the hook server: True while slurmctld's hook process still waits for the answer. A
+# prolog whose process slurmctld has killed (PrologEpilogTimeout) counts as failed there, so
+# the served prolog must not let the script start.
+client_waiting: ContextVar[Callable[[], bool] | None] = ContextVar("skbridge_client_waiting", default=None)
 
 
 @dataclass
@@ -275,6 +280,22 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
          **array,
          # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
          also_write={"manifest.yaml": rendered.manifest_yaml.encode("utf-8")})
+    # The last act: the script starts only now, so an attempt that fails or is given up on
+    # before this line never ran any of it.
+    waiting = client_waiting.get()
+    if waiting is not None and not waiting():
+        _cleanup(kube, settings, allocation, made)
+        timings.outcome, timings.requeue_cause = "requeued", "hook_timeout"
+        log.error("slurmctld gave up on the prolog before the Pod was ready (PrologEpilogTimeout?); "
+                  "the script was not started")
+        note("requeued", "the prolog took longer than slurmctld waits for it (PrologEpilogTimeout)")
+        return EXIT_REQUEUE
+    try:
+        open_start_gate(kube, kube_settings.namespace, rendered.names.pod)
+    except BridgeError as exc:
+        _cleanup(kube, settings, allocation, made)
+        return requeue(f"cannot start the job's script in its Pod: {exc}", cause="kube_error")
+    timings.mark("start_gate")
     timings.outcome = "ready"
     return EXIT_OK
 

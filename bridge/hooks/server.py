@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import socketserver
 import struct
@@ -33,7 +34,7 @@ from typing import Any
 from bridge import installed_version, metrics
 from bridge.hooks.entry import HookBody, open_hook_log, run_hook_body
 from bridge.hooks.fastpath import ask_hook_server
-from bridge.hooks.prolog import client_startup_s
+from bridge.hooks.prolog import client_startup_s, client_waiting
 from bridge.log import get_logger, log_stream
 from bridge.settings import Settings, config_digest, config_file_in_effect
 
@@ -97,7 +98,7 @@ class HookServer:
             self._hook_log.close()
         self._server = None
 
-    def _serve(self, request: dict[str, Any]) -> int | dict[str, Any]:
+    def _serve(self, request: dict[str, Any], waiting: Callable[[], bool] | None = None) -> int | dict[str, Any]:
         hook = request.get("hook")
         if hook == "ping":
             return 0
@@ -112,6 +113,7 @@ class HookServer:
             raise ValueError(f"bad request {request!r}")
         startup = request.get("client_startup_s")
         token = client_startup_s.set(float(startup) if isinstance(startup, (int, float)) else None)
+        waiting_token = client_waiting.set(waiting)
         try:
             # The hook's lines go to the hooks' log, as when slurmctld runs it as a process.
             with log_stream(self._hook_log), metrics.HOOKS_IN_FLIGHT.labels(str(hook)).track_inprogress():
@@ -122,6 +124,7 @@ class HookServer:
             return code
         finally:
             client_startup_s.reset(token)
+            client_waiting.reset(waiting_token)
 
 
 def server_info(path: Path) -> dict[str, Any] | None:
@@ -150,7 +153,22 @@ def _bodies() -> dict[str, HookBody]:
 
 
 
-def _handler_for(serve: Callable[[dict[str, Any]], int | dict[str, Any]]) -> type[socketserver.StreamRequestHandler]:
+def _still_connected(conn: socket.socket) -> bool:
+    """True while the hook's process keeps its end open: it sends nothing after its request,
+    so a readable socket means end of file (the process exited or was killed)."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    if not readable:
+        return True
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _handler_for(serve: Callable[[dict[str, Any], Callable[[], bool]], int | dict[str, Any]],
+                 ) -> type[socketserver.StreamRequestHandler]:
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             peer = _peer_uid(self.connection)
@@ -159,7 +177,7 @@ def _handler_for(serve: Callable[[dict[str, Any]], int | dict[str, Any]]) -> typ
                 return
             line = self.rfile.readline(MAX_REQUEST_BYTES)
             try:
-                answer = serve(json.loads(line))
+                answer = serve(json.loads(line), lambda: _still_connected(self.connection))
             except (ValueError, TypeError) as exc:
                 log.warning("bad hook request", error=str(exc))
                 return  # no answer: the client runs the hook itself

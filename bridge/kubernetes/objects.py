@@ -13,14 +13,16 @@ from functools import partial
 from typing import Any
 
 from bridge.errors import PermanentError, TemporaryError
-from bridge.kubernetes.client import Kube, KubeError
+from bridge.kubernetes.client import Kube, KubeError, KubeNotFound
 from bridge.kubernetes.concurrent import run_concurrently
 from bridge.kubernetes.render import (
     ANNOTATION_SPEC_HASH,
+    ANNOTATION_START,
     LABEL_JOB_ID,
     LABEL_MANAGED_BY,
     LABEL_RESTART,
     MANAGED_BY,
+    START_GATE_OPEN,
     RenderedJob,
 )
 
@@ -280,6 +282,17 @@ def wait_pod_ready(
                 return verdict
             if time.monotonic() > deadline:
                 break
+
+
+def open_start_gate(kube: Kube, namespace: str, name: str) -> None:
+    """Let the Pod's script start (pod-template.yaml waits for this annotation). Only the prolog,
+    once everything else has succeeded, calls this: a job Slurm requeues never starts its script."""
+    mark = {"metadata": {"annotations": {ANNOTATION_START: START_GATE_OPEN}}}
+    try:
+        kube.request("PATCH", object_path("Pod", name, namespace), body=mark,
+                     content_type="application/merge-patch+json")
+    except KubeNotFound as exc:
+        raise PermanentError(f"Pod {name} vanished before its script could start") from exc
 
 
 def _judge(pod: dict[str, Any], since: float | None, grace_s: float) -> tuple[PodVerdict | None, float | None]:

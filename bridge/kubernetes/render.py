@@ -31,6 +31,12 @@ LABEL_RESTART = "slurm.restart-count"
 LABEL_ARRAY_JOB_ID = "slurm.array-job-id"
 LABEL_ARRAY_TASK_ID = "slurm.array-task-id"
 ANNOTATION_SPEC_HASH = "skbridge.io/spec-hash"
+# The start gate (see pod-template.yaml): the prolog's last act sets it to START_GATE_OPEN.
+ANNOTATION_START = "skbridge.io/start"
+START_GATE_OPEN = "go"
+ANNOTATION_SCRIPT = "skbridge.io/script"
+# Kubernetes allows 256 KiB of annotations per object; a larger script goes in a ConfigMap.
+SCRIPT_ANNOTATION_MAX_BYTES = 192 * 1024
 HOME_MOUNT_PATH = "/workspace"
 
 
@@ -87,7 +93,7 @@ class ObjectNames:
 @dataclass(frozen=True)
 class RenderedJob:
     names: ObjectNames
-    objects: list[dict[str, Any]]  # creation order: ConfigMap, PV/PVC pairs, Pod
+    objects: list[dict[str, Any]]  # creation order: ConfigMap (a large script only), PV/PVC pairs, Pod
     manifest_yaml: str
 
     @property
@@ -210,6 +216,7 @@ def render_job(
         "labels": bridge_labels(allocation),
         "claims": claims,
         "script": script,
+        "script_in_annotation": len(script.encode("utf-8")) <= SCRIPT_ANNOTATION_MAX_BYTES,
         "cfg": {"namespace": kube.namespace, "gpu_resource": kube.gpu_resource, "gpu_mode": kube.gpu_mode,
                 "termination_grace_period_s": kube.termination_grace_period_s, "home_path": str(home_path),
                 "nas_server": nas.server, "home_mount_path": HOME_MOUNT_PATH},

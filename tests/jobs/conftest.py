@@ -103,8 +103,18 @@ class Jobs:
         wait_for(reached, timeout_s=timeout_s, what=f"job {job_id} in {states} (last {found['state']})", interval_s=0.3)
         return found["state"]
 
+    def completing(self, job_id: str) -> bool:
+        out = self.sandbox.slurm("squeue", "--noheader", "--states=all", "--jobs", job_id, "--format=%T", check=False)
+        return "COMPLETING" in out.stdout
+
     def wait_done(self, job_id: str, timeout_s: float = 120) -> tuple[str, str]:
+        """The job's final state, once its EpilogSlurmctld has ended too.
+
+        sacct says COMPLETED as soon as the batch step ends, while squeue still says
+        COMPLETING until the epilog has collected the results: reading them in between races.
+        """
         self.wait_state(job_id, TERMINAL, timeout_s)
+        wait_for(lambda: not self.completing(job_id), timeout_s=timeout_s, what=f"job {job_id}'s epilog done")
         return self.sacct(job_id)
 
     def objects(self, job_id: str) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.kubernetes.client import Kube, KubeRejected, KubeUnauthorized
-from bridge.kubernetes.render import render_job
+from bridge.kubernetes.render import SCRIPT_ANNOTATION_MAX_BYTES, render_job
 from bridge.slurm.jobinfo import JobAllocation, NodeAllocation
 from tests.jobs.conftest import Jobs, job_script
 
@@ -37,7 +37,7 @@ def _accepted(kube: Kube, path: str, body: dict[str, Any]) -> None:
     kube.request("POST", path, body=body, query={"dryRun": "All"})
 
 
-def _rendered(jobs: Jobs) -> dict[str, dict[str, Any]]:
+def _rendered(jobs: Jobs, script: str | None = None) -> dict[str, dict[str, Any]]:
     """What the bridge really renders for a job (names skb-999999-r0...), by kind."""
     import pwd
 
@@ -48,9 +48,10 @@ def _rendered(jobs: Jobs) -> dict[str, dict[str, Any]]:
         nodes=(NodeAllocation(node=jobs.sandbox.node_name, cpus=1, memory_mib=1024),))
     from bridge.jobfile.spec import parse_job_text
 
-    spec, problems = parse_job_text(job_script(), jobs.settings.policy, jobs.settings.nas, owner="skbalice")
+    script = script or job_script()
+    spec, problems = parse_job_text(script, jobs.settings.policy, jobs.settings.nas, owner="skbalice")
     assert spec is not None, problems
-    rendered = render_job(jobs.settings, allocation, spec, job_script())
+    rendered = render_job(jobs.settings, allocation, spec, script)
     return {obj["kind"]: obj for obj in rendered.objects}
 
 
@@ -59,7 +60,11 @@ def test_what_the_bridge_renders_is_admitted(jobs: Jobs) -> None:
     ns = jobs.namespace
     _accepted(jobs.kube, "/api/v1/persistentvolumes", objects["PersistentVolume"])
     _accepted(jobs.kube, f"/api/v1/namespaces/{ns}/persistentvolumeclaims", objects["PersistentVolumeClaim"])
-    _accepted(jobs.kube, f"/api/v1/namespaces/{ns}/configmaps", objects["ConfigMap"])
+    # A script too large for the Pod's annotation comes in a ConfigMap, which the Pod mounts.
+    large = _rendered(jobs, job_script(body="#" * (SCRIPT_ANNOTATION_MAX_BYTES + 1)))
+    _accepted(jobs.kube, f"/api/v1/namespaces/{ns}/configmaps", large["ConfigMap"])
+    large["Pod"]["spec"]["serviceAccountName"] = "default"
+    _accepted(jobs.kube, f"/api/v1/namespaces/{ns}/pods", large["Pod"])
 
 
 @pytest.mark.parametrize("path", ["/", "/etc", "/var/lib/kubelet", "{nas}x", "{nas}x/home", "{nas}//etc", "{nas}/./home"])
@@ -125,16 +130,25 @@ def _mutations(jobs: Jobs) -> dict[str, Any]:
     def foreign_name(pod: dict[str, Any]) -> None:
         pod["metadata"]["name"] = "innocent"
 
+    def foreign_configmap(pod: dict[str, Any]) -> None:
+        pod["spec"]["volumes"].append({"name": "other", "configMap": {"name": "skb-1-r0"}})
+
+    def projected_token(pod: dict[str, Any]) -> None:
+        # Where the gate's downwardAPI volume is allowed, a projected one could carry a token.
+        pod["spec"]["volumes"].append({"name": "token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}}]}})
+
     return {f.__name__: f for f in (host_path, other_claim, as_root, container_as_system_user, privileged, capabilities,
-                                    host_network, foreign_name)}
+                                    host_network, foreign_name, foreign_configmap, projected_token)}
 
 
 # What Pod Security lets through and only the bridge's policy stops.
-POLICY_ONLY = ("other_claim", "container_as_system_user", "foreign_name")
+POLICY_ONLY = ("other_claim", "container_as_system_user", "foreign_name", "foreign_configmap", "projected_token")
 
 
 @pytest.mark.parametrize("attack", ["host_path", "other_claim", "as_root", "container_as_system_user", "privileged",
-                                    "capabilities", "host_network", "foreign_name"])
+                                    "capabilities", "host_network", "foreign_name", "foreign_configmap",
+                                    "projected_token"])
 def test_a_pod_beyond_what_the_bridge_makes_is_refused(jobs: Jobs, attack: str) -> None:
     pod = _pod(jobs)
     _mutations(jobs)[attack](pod)
