@@ -9,9 +9,12 @@ rewrite everything under results/<user>/, and root must not be steered by it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +46,33 @@ class JobRecords:
         return [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
 
     def append(self, job_id: str, *, attempt: int, state: str, reason: str, **details: Any) -> list[dict[str, Any]]:
-        """Add one attempt's outcome; returns the whole history (for the user's copy)."""
-        history = [*self.attempts(job_id),
-                   {"attempt": attempt, "state": state, "reason": reason, "time": int(time.time()), **details}]
+        """Add one attempt's outcome; returns the whole history (for the user's copy).
+
+        Two hooks may note the same job at once (a restarted slurmctld runs the prolog again
+        while the first run goes on, in the watcher or as a process): the read-modify-write
+        holds the directory's lock, so neither loses the other's line."""
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._path(job_id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, json.dumps({"job_id": job_id, "attempts": history}, indent=1).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        with self._locked():
+            history = [*self.attempts(job_id),
+                       {"attempt": attempt, "state": state, "reason": reason, "time": int(time.time()), **details}]
+            fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                os.write(fd, json.dumps({"job_id": job_id, "attempts": history}, indent=1).encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
         return history
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def last_run(self, job_id: str) -> dict[str, Any]:
         """The last attempt that reached a Ready Pod, or {}."""

@@ -286,9 +286,10 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     if waiting is not None and not waiting():
         _cleanup(kube, settings, allocation, made)
         timings.outcome, timings.requeue_cause = "requeued", "hook_timeout"
-        log.error("slurmctld gave up on the prolog before the Pod was ready (PrologEpilogTimeout?); "
-                  "the script was not started")
-        note("requeued", "the prolog took longer than slurmctld waits for it (PrologEpilogTimeout)")
+        log.error("slurmctld stopped waiting for this prolog (its PrologEpilogTimeout, or a restart); "
+                  "the script was not started and this attempt's objects are removed")
+        note("requeued", "slurmctld stopped waiting for the prolog (PrologEpilogTimeout, or a restart of "
+             "slurmctld); the script had not started")
         return EXIT_REQUEUE
     try:
         open_start_gate(kube, kube_settings.namespace, rendered.names.pod)

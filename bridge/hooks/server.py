@@ -63,6 +63,7 @@ class HookServer:
         self._config_sha256 = config_digest(self._config_path)
         # Tells a reload (same pid, fresh image) from the server that was there before it.
         self._started_at = time.time()
+        self._jobs = _JobLocks()
 
     def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +117,8 @@ class HookServer:
         waiting_token = client_waiting.set(waiting)
         try:
             # The hook's lines go to the hooks' log, as when slurmctld runs it as a process.
-            with log_stream(self._hook_log), metrics.HOOKS_IN_FLIGHT.labels(str(hook)).track_inprogress():
+            with log_stream(self._hook_log), metrics.HOOKS_IN_FLIGHT.labels(str(hook)).track_inprogress(), \
+                    self._jobs.one_at_a_time(job_id):
                 job_env = request.get("job_env")
                 code = run_hook_body(str(hook), body, self._settings, job_id,
                                      job_env if isinstance(job_env, dict) else {}, served_by="watcher")
@@ -125,6 +127,36 @@ class HookServer:
         finally:
             client_startup_s.reset(token)
             client_waiting.reset(waiting_token)
+
+
+class _JobLocks:
+    """One hook at a time per job. A restarted slurmctld runs a job's prolog again while the
+    first run, which lost its client, still works here: the second waits for the first to
+    finish (it removes what it made, as its client is gone) and then starts clean, instead
+    of both making and removing the same objects at once. An epilog waits for a prolog alike."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}
+
+    @contextlib.contextmanager
+    def one_at_a_time(self, job_id: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.setdefault(job_id, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            if not lock.acquire(blocking=False):
+                log.info("another hook of this job is still running here; waiting for it", job_id=job_id)
+                lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._locks[job_id]
 
 
 def server_info(path: Path) -> dict[str, Any] | None:
