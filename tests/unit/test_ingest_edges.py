@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import PermanentError, TemporaryError
-from bridge.ingest import pipeline
+from bridge.ingest import outcome, pipeline, submission
 from bridge.ingest.detect import SubmitScanner
 from bridge.ingest.filecheck import FileNotReadyError, read_job_file
 from bridge.ingest.journal import MAX_NAME_BYTES, EntryState, Journal
 from bridge.ingest.layout import ensure_nas_layout, ensure_user_folder
-from bridge.ingest.pipeline import Ingestor, _free_name
+from bridge.ingest.outcome import _free_name
+from bridge.ingest.pipeline import Ingestor
 from bridge.settings import IngestSettings, NasSettings, PolicySettings, Settings
 from bridge.slurm.commands import AmbiguousSlurmError
 from bridge.slurm.submit import TaggedJob, sbatch_still_running
@@ -68,8 +69,8 @@ class FakeSlurm:
 @pytest.fixture
 def slurm(monkeypatch: pytest.MonkeyPatch) -> FakeSlurm:
     fake = FakeSlurm()
-    monkeypatch.setattr(pipeline, "sbatch_as_owner", fake.sbatch)
-    monkeypatch.setattr(pipeline, "find_tagged_jobs", fake.lookup)
+    monkeypatch.setattr(submission, "sbatch_as_owner", fake.sbatch)
+    monkeypatch.setattr(submission, "find_tagged_jobs", fake.lookup)
     return fake
 
 
@@ -373,7 +374,7 @@ def test_free_name_is_bounded_however_many_clashes(monkeypatch: pytest.MonkeyPat
         # job.sh and job.sh.1 ... job.sh.9999 all exist (and their .error files).
         return base.split(b".error")[0] in {b"job.sh"} | {b"job.sh.%d" % i for i in range(10_000)}
 
-    monkeypatch.setattr(pipeline.os.path, "lexists", lexists)
+    monkeypatch.setattr(outcome.os.path, "lexists", lexists)
     name = _free_name(b"/failed", b"job.sh", companion=b".error")
     assert len(calls) <= 2 * 30
     assert name.startswith(b"job.sh.") and len(name) == len(b"job.sh.") + 12

@@ -15,8 +15,9 @@ from bridge.jobfile.problems import Problem
 
 # The drop folder's checks: its own (ingest) and the job file's (jobfile).
 CHECKS = (Path(metrics.__file__).parent / "ingest", Path(metrics.__file__).parent / "jobfile")
-# The ways bridge/ingest and bridge/jobfile name a problem: problem(LINE, "code", ...), _problem("code", ...), code="code".
-CODE = re.compile(r'(?:\bproblem\(\s*(?:[\w.\[\]]+|max\([^)]*\))\s*,\s*|\b_problem\(\s*|\bcode=)"([a-z0-9-]+)"')
+# The ways bridge/ingest and bridge/jobfile name a problem: problem(LINE, "code", ...), problem("code", ...),
+# _problem("code", ...), code="code".
+CODE = re.compile(r'(?:\bproblem\(\s*(?:(?:[\w.\[\]]+|max\([^)]*\))\s*,\s*)?|\b_problem\(\s*|\bcode=)"([a-z0-9-]+)"')
 
 
 def _problem(code: str, severity: str = "error") -> Problem:
