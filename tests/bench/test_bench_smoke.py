@@ -18,7 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.mark.parametrize("script", ["drop_burst.py", "pickup_latency.py", "prolog.py", "end_to_end.py", "idle.py",
-                                    "queue_scale.py"])
+                                    "queue_scale.py", "soak.py"])
 def test_benchmark_runs_in_quick_mode(script: str, sandbox: Sandbox) -> None:
     done = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True,
                           timeout=900, check=False)
