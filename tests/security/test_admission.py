@@ -138,17 +138,23 @@ def _mutations(jobs: Jobs) -> dict[str, Any]:
         pod["spec"]["volumes"].append({"name": "token", "projected": {"sources": [
             {"serviceAccountToken": {"path": "token"}}]}})
 
+    def other_downward_field(pod: dict[str, Any]) -> None:
+        pod["spec"]["volumes"].append({"name": "meta", "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}})
+
     return {f.__name__: f for f in (host_path, other_claim, as_root, container_as_system_user, privileged, capabilities,
-                                    host_network, foreign_name, foreign_configmap, projected_token)}
+                                    host_network, foreign_name, foreign_configmap, projected_token,
+                                    other_downward_field)}
 
 
 # What Pod Security lets through and only the bridge's policy stops.
-POLICY_ONLY = ("other_claim", "container_as_system_user", "foreign_name", "foreign_configmap", "projected_token")
+POLICY_ONLY = ("other_claim", "container_as_system_user", "foreign_name", "foreign_configmap", "projected_token",
+               "other_downward_field")
 
 
 @pytest.mark.parametrize("attack", ["host_path", "other_claim", "as_root", "container_as_system_user", "privileged",
                                     "capabilities", "host_network", "foreign_name", "foreign_configmap",
-                                    "projected_token"])
+                                    "projected_token", "other_downward_field"])
 def test_a_pod_beyond_what_the_bridge_makes_is_refused(jobs: Jobs, attack: str) -> None:
     pod = _pod(jobs)
     _mutations(jobs)[attack](pod)
