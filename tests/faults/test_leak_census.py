@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
+
 from bridge.sandbox.images import JOB_IMAGE
 from tests.conftest import wait_for
 from tests.faults.conftest import log_events
@@ -71,6 +73,8 @@ def _job_ids(log_text: str, component: str, event: str) -> set[str]:
     return {str(entry.get("job_id")) for entry in log_events(log_text, component, event)}
 
 
+# The census grows with PER_ENDING (72 runs ~500 jobs, about half an hour on 2 CPUs).
+@pytest.mark.timeout(max(900, PER_ENDING * 60))
 def test_jobs_ending_every_way_leave_nothing(jobs: Jobs) -> None:
     watcher_log = jobs.sandbox.layout.log_dir / "watcher.log"
     log_start = watcher_log.stat().st_size

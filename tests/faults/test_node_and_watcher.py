@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+from bridge.hooks.server import ping
 from bridge.sandbox.procs import Daemons
 from tests.conftest import Sandbox, wait_for
 from tests.faults.conftest import log_events, restart
@@ -28,9 +29,9 @@ def _counted(jobs: Jobs, job_id: str, tag: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(f"line-{tag}-")]
 
 
-def _ran_once_and_whole(jobs: Jobs, job_id: str, tag: str) -> None:
+def _ran_once_and_whole(jobs: Jobs, job_id: str, tag: str, lines: int = 20) -> None:
     assert jobs.wait_done(job_id, timeout_s=300) == ("COMPLETED", "0:0")
-    assert _counted(jobs, job_id, tag) == [f"line-{tag}-{i}" for i in range(1, 21)], "every line once, in order"
+    assert _counted(jobs, job_id, tag) == [f"line-{tag}-{i}" for i in range(1, lines + 1)], "every line once, in order"
     assert jobs.pod(job_id, restart=1) is None, "the job ran once"
     jobs.wait_no_objects(job_id, timeout_s=120)
 
@@ -58,7 +59,10 @@ def _hook_runs(log_text: str, job_id: str, component: str) -> list[str]:
 
 def test_hook_socket_removed_hooks_run_as_processes(jobs: Jobs, sandbox: Sandbox) -> None:
     socket_path = jobs.settings.slurm.hook_socket_path
-    assert socket_path is not None and socket_path.exists()
+    assert socket_path is not None
+    # After an earlier test's restart the file may still be the killed watcher's, which the new
+    # one replaces once it serves: remove the one that serves.
+    wait_for(lambda: ping(socket_path), timeout_s=60, what="the watcher serving hooks")
     socket_path.unlink()
     try:
         before = jobs.hook_log()
@@ -83,6 +87,29 @@ def test_kubelet_killed_while_a_job_runs(jobs: Jobs, sandbox: Sandbox) -> None:
     finally:
         restart(sandbox)
     _ran_once_and_whole(jobs, job_id, "k")
+
+
+def _node_ready(jobs: Jobs, node: str) -> str:
+    found = jobs.kube.request("GET", f"/api/v1/nodes/{node}")
+    conditions = (found.get("status") or {}).get("conditions") or []
+    return next((str(c.get("status")) for c in conditions if c.get("type") == "Ready"), "")
+
+
+def test_kubelet_away_past_the_node_grace_period(jobs: Jobs, sandbox: Sandbox) -> None:
+    """Away longer than the node monitor's grace period: the node controller declares the node
+    not ready (its Pods not Ready, the unreachable taint set). The container runs on under
+    containerd, attach keeps waiting rather than failing the job, and once the kubelet is back
+    it reports the container again and the job ends as it would have."""
+    job_id = jobs.sbatch("skbalice", job_script(body="for i in $(seq 1 120); do echo line-g-$i; sleep 1; done"))
+    jobs.wait_running(job_id, timeout_s=120)
+    _kill9(sandbox, "kubelet")
+    try:
+        wait_for(lambda: _node_ready(jobs, sandbox.node_name) != "True", timeout_s=120,
+                 what="the node declared not ready", interval_s=1)
+        assert jobs.sacct(job_id)[0] == "RUNNING"
+    finally:
+        restart(sandbox)
+    _ran_once_and_whole(jobs, job_id, "g", lines=120)
 
 
 def test_etcd_restarted_while_a_job_runs(jobs: Jobs, sandbox: Sandbox) -> None:

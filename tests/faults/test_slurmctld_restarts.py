@@ -46,8 +46,8 @@ def test_slurmctld_restarted_while_the_epilog_runs_collects_and_removes_everythi
     body = "trap 'echo ignoring SIGTERM' TERM; echo started; for i in $(seq 1 600); do sleep 1; done"
     job_id = jobs.sbatch("skbalice", job_script(body=body))
     jobs.wait_running(job_id, timeout_s=120)
-    wait_for(lambda: "started" in jobs.output_path("skbalice", job_id).read_text(), timeout_s=60,
-             what="the script started")
+    output = jobs.output_path("skbalice", job_id)
+    wait_for(lambda: output.exists() and "started" in output.read_text(), timeout_s=60, what="the script started")
     sandbox.slurm("scancel", job_id)
     try:
         wait_for(lambda: _squeue_state(jobs, job_id) == "COMPLETING", timeout_s=60, what="the epilog at work",
