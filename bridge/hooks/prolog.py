@@ -284,12 +284,12 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     # before this line never ran any of it.
     waiting = client_waiting.get()
     if waiting is not None and not waiting():
-        _cleanup(kube, settings, allocation, made)
+        # The objects stay, the gate shut: whatever slurmctld does next finishes them. A prolog
+        # run again (slurmctld restarted) takes them over, a requeued attempt's prolog removes
+        # them, and the epilog or the reaper of a cancelled job collects and removes them.
         timings.outcome, timings.requeue_cause = "requeued", "hook_timeout"
-        log.error("slurmctld stopped waiting for this prolog (its PrologEpilogTimeout, or a restart); "
-                  "the script was not started and this attempt's objects are removed")
-        note("requeued", "slurmctld stopped waiting for the prolog (PrologEpilogTimeout, or a restart of "
-             "slurmctld); the script had not started")
+        log.error("slurmctld stopped waiting for this prolog (its PrologEpilogTimeout, a restart, or scancel); "
+                  "the script was not started")
         return EXIT_REQUEUE
     try:
         open_start_gate(kube, kube_settings.namespace, rendered.names.pod)

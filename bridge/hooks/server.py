@@ -132,8 +132,9 @@ class HookServer:
 class _JobLocks:
     """One hook at a time per job. A restarted slurmctld runs a job's prolog again while the
     first run, which lost its client, still works here: the second waits for the first to
-    finish (it removes what it made, as its client is gone) and then starts clean, instead
-    of both making and removing the same objects at once. An epilog waits for a prolog alike."""
+    finish (its client gone, it leaves its objects with the script's gate shut) and then takes
+    those objects over, instead of both making and removing the same objects at once. An
+    epilog waits for a prolog alike."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
