@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import KIND_ORDER, collection_path
-from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY
+from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY, RenderedJob, render_job
 from bridge.sandbox.images import JOB_IMAGE
 from bridge.settings import Settings, load_settings
+from bridge.slurm.jobinfo import JobAllocation, NodeAllocation
 from tests.conftest import Sandbox, wait_for
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -141,6 +143,18 @@ class Jobs:
 
     def results(self, user: str, job_id: str) -> Path:
         return self.settings.nas.results_root / user / job_id
+
+    def render(self, job_id: str, script: str, *, memory_mib: int = 1024) -> RenderedJob:
+        """What the prolog would render for skbalice's one-CPU job `job_id` on the sandbox's node
+        (for tests that make or probe the objects themselves)."""
+        alice = pwd.getpwnam("skbalice")
+        allocation = JobAllocation(
+            job_id=job_id, name="probe", user="skbalice", uid=alice.pw_uid, gid=alice.pw_gid, groups=(alice.pw_gid,),
+            partition="gpu", restart_count=0, time_limit_minutes=10, state="RUNNING", submit_time=0, start_time=0,
+            nodes=(NodeAllocation(node=self.sandbox.node_name, cpus=1, memory_mib=memory_mib),))
+        spec, problems = parse_job_text(script, self.settings.policy, self.settings.nas, owner="skbalice")
+        assert spec is not None, problems
+        return render_job(self.settings, allocation, spec, script)
 
     def hook_log(self) -> str:
         return self.settings.hook_log_path.read_text(encoding="utf-8", errors="replace")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import pwd
 import time
 
-from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.objects import Made, create_objects, delete_objects, open_start_gate, wait_gone, wait_pod_ready
-from bridge.kubernetes.render import ANNOTATION_SCRIPT, SCRIPT_ANNOTATION_MAX_BYTES, render_job
-from bridge.slurm.jobinfo import JobAllocation, NodeAllocation
+from bridge.kubernetes.render import ANNOTATION_SCRIPT, SCRIPT_ANNOTATION_MAX_BYTES
 from tests.conftest import wait_for
 from tests.jobs.conftest import Jobs, job_script
 
@@ -30,14 +28,7 @@ def test_the_script_waits_in_its_ready_pod_until_the_gate_opens(jobs: Jobs) -> N
     jobs.submitted.append(job_id)
     marker = jobs.home("skbalice") / f"gate-{job_id}"
     marker.unlink(missing_ok=True)
-    script = job_script(body=f"date +%s.%N > /workspace/gate-{job_id}")
-    allocation = JobAllocation(
-        job_id=job_id, name="gate", user="skbalice", uid=alice.pw_uid, gid=alice.pw_gid, groups=(alice.pw_gid,),
-        partition="gpu", restart_count=0, time_limit_minutes=10, state="RUNNING", submit_time=0, start_time=0,
-        nodes=(NodeAllocation(node=jobs.sandbox.node_name, cpus=1, memory_mib=256),))
-    spec, problems = parse_job_text(script, jobs.settings.policy, jobs.settings.nas, owner="skbalice")
-    assert spec is not None, problems
-    rendered = render_job(jobs.settings, allocation, spec, script)
+    rendered = jobs.render(job_id, job_script(body=f"date +%s.%N > /workspace/gate-{job_id}"), memory_mib=256)
     rendered.pod["spec"]["serviceAccountName"] = "default"  # the per-attempt account is the prolog's to make
     made: list[Made] = []
     try:

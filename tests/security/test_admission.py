@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.kubernetes.client import Kube, KubeRejected, KubeUnauthorized
-from bridge.kubernetes.render import SCRIPT_ANNOTATION_MAX_BYTES, render_job
-from bridge.slurm.jobinfo import JobAllocation, NodeAllocation
+from bridge.kubernetes.render import SCRIPT_ANNOTATION_MAX_BYTES
 from tests.jobs.conftest import Jobs, job_script
 
 POLICY = "slurm-k8s-bridge"
@@ -39,20 +38,7 @@ def _accepted(kube: Kube, path: str, body: dict[str, Any]) -> None:
 
 def _rendered(jobs: Jobs, script: str | None = None) -> dict[str, dict[str, Any]]:
     """What the bridge really renders for a job (names skb-999999-r0...), by kind."""
-    import pwd
-
-    alice = pwd.getpwnam("skbalice")
-    allocation = JobAllocation(
-        job_id="999999", name="probe", user="skbalice", uid=alice.pw_uid, gid=alice.pw_gid, groups=(alice.pw_gid,),
-        partition="gpu", restart_count=0, time_limit_minutes=10, state="RUNNING", submit_time=0, start_time=0,
-        nodes=(NodeAllocation(node=jobs.sandbox.node_name, cpus=1, memory_mib=1024),))
-    from bridge.jobfile.spec import parse_job_text
-
-    script = script or job_script()
-    spec, problems = parse_job_text(script, jobs.settings.policy, jobs.settings.nas, owner="skbalice")
-    assert spec is not None, problems
-    rendered = render_job(jobs.settings, allocation, spec, script)
-    return {obj["kind"]: obj for obj in rendered.objects}
+    return {obj["kind"]: obj for obj in jobs.render("999999", script or job_script()).objects}
 
 
 def test_what_the_bridge_renders_is_admitted(jobs: Jobs) -> None:

@@ -154,3 +154,15 @@ def test_the_pod_starts_where_sbatch_would_have(work_dir: str, given: bool, expe
     spec = type("Spec", (), {"workdir": "/data/explicit" if given else "/workspace", "workdir_given": given})()
     allocation = dataclasses.replace(REFERENCE, work_dir=work_dir)
     assert pod_workdir(spec, allocation, Path("/nas/home/alice")) == expected
+
+
+def test_the_pods_start_gate_and_script_use_the_annotations_the_prolog_sets() -> None:
+    from bridge.kubernetes.render import ANNOTATION_SCRIPT, ANNOTATION_START, START_GATE_OPEN
+
+    pod = next(obj for obj in _render(reference_settings()) if obj["kind"] == "Pod")
+    assert pod["metadata"]["annotations"][ANNOTATION_SCRIPT] == SCRIPT  # type: ignore[index]
+    gate = next(v for v in pod["spec"]["volumes"] if "downwardAPI" in v)  # type: ignore[index]
+    paths = {item["fieldRef"]["fieldPath"] for item in gate["downwardAPI"]["items"]}
+    assert paths == {f"metadata.annotations['{ANNOTATION_START}']", f"metadata.annotations['{ANNOTATION_SCRIPT}']"}
+    command = pod["spec"]["containers"][0]["command"]  # type: ignore[index]
+    assert f'[ "$go" = {START_GATE_OPEN} ]' in command[2] and command[3] == "/skb/script.sh"
