@@ -17,8 +17,9 @@ from bridge.sandbox.layout import SandboxLayout
 
 app = typer.Typer(
     help="Run a local sandbox: real Slurm (slurmctld + slurmd, fake GPUs) and a real Kubernetes control plane "
-    "(etcd, kube-apiserver, controller-manager, scheduler) with a real kubelet + containerd node named like the "
-    "Slurm node, where jobs run in containers (kwok is there for extra simulated nodes). "
+    "(etcd, kube-apiserver, controller-manager, scheduler) with real kubelet + containerd nodes named like the "
+    "Slurm nodes (node 1 is this host, the others live in network namespaces), where jobs run in containers "
+    "(kwok is there for extra simulated nodes). "
     "Its directory is $SKBRIDGE_SANDBOX_DIR (default /var/tmp/skbridge-sandbox).",
     no_args_is_help=True,
 )
@@ -33,9 +34,13 @@ def _progress(message: str) -> None:
 @app.command()
 def up(
     show: bool = typer.Option(True, help="Show sinfo and the Kubernetes nodes at the end."),
+    nodes: int | None = typer.Option(
+        None, min=1, max=8, help="How many compute nodes (default: as many as the last `up`, else 2). Node 1 is "
+        "this host (4 a100 GPUs); node N runs in its own network namespace as skbnodeN (even N: 2 h100 GPUs, "
+        "8 CPUs; odd N: like node 1), each with its own slurmd, containerd and kubelet."),
 ) -> None:
     """Build what is missing (first run: Kubernetes from source, cached), then start everything. Safe to repeat."""
-    layout = SandboxLayout.default()
+    layout = SandboxLayout.default(nodes)
     try:
         manager.up(layout, _progress)
     except BridgeError as exc:

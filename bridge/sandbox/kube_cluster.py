@@ -189,8 +189,8 @@ def node_manifest(layout: SandboxLayout, name: str) -> dict[str, object]:
 
 
 def ensure_simulated_node(api: client.ApiClient, layout: SandboxLayout, name: str) -> None:
-    if name == layout.node.name:
-        raise ValueError(f"{name} is the sandbox's real node; a simulated node needs another name")
+    if name in {node.name for node in layout.nodes}:
+        raise ValueError(f"{name} is one of the sandbox's real nodes; a simulated node needs another name")
     core = client.CoreV1Api(api)
     body = node_manifest(layout, name)
     try:
@@ -200,6 +200,14 @@ def ensure_simulated_node(api: client.ApiClient, layout: SandboxLayout, name: st
             raise
     # Node creation keeps status only on some versions; set the mirrored capacity explicitly.
     core.patch_node_status(name, {"status": body["status"]})
+
+
+def delete_node(api: client.ApiClient, name: str) -> None:
+    try:
+        client.CoreV1Api(api).delete_node(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 def node_ready(api: client.ApiClient, name: str) -> bool:

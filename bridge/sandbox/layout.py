@@ -1,4 +1,4 @@
-"""Where the sandbox keeps its files, which ports it uses, and what its one node looks like."""
+"""Where the sandbox keeps its files, which ports it uses, and what its nodes look like."""
 
 from __future__ import annotations
 
@@ -31,29 +31,83 @@ class SandboxPorts:
     kubelet_healthz: int = 16263
 
 
+NODE_NETWORK = "10.89.0"
+"""Extra nodes sit on a host bridge: the host is `.1`, node N is `.N`."""
+DEFAULT_NODE_COUNT = 2
+NODE_COUNT_FILE = "node-count"
+"""Under the sandbox's root: how many nodes the last `up --nodes N` asked for."""
+
+
 @dataclass(frozen=True)
 class SandboxNode:
-    """The single compute node: a Slurm node and the real kubelet node of the same name.
+    """One compute node: a Slurm node and the real kubelet node of the same name.
 
     Slurm and Kubernetes both see these numbers (the node's status is patched to them), not
-    the machine's: Pods' limits are cgroup quotas, so oversubscribing the machine is fine."""
+    the machine's: Pods' limits are cgroup quotas, so oversubscribing the machine is fine.
+    The first node is the host itself; every other one runs its slurmd, containerd and
+    kubelet in a network namespace of its own (`netns`), with its own address and hostname."""
 
     name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     cpus: int = 16
     memory_mib: int = 65536
     gpus: int = 4
     gpu_type: str = "a100"
+    address: str = "127.0.0.1"
+    netns: str | None = None
+    pod_subnet: str = "10.88.0.0/24"
+    weight: int = 1
+    """Slurm fills lower weights first: jobs that fit the host node stay there."""
+
+    @property
+    def on_host(self) -> bool:
+        return self.netns is None
+
+
+def extra_node(index: int) -> SandboxNode:
+    """Node `index` (2, 3, ...): even ones are smaller H100 nodes, odd ones A100 like the host."""
+    if index < 2 or index > 200:
+        raise ValueError(f"extra sandbox nodes are numbered 2..200, not {index}")
+    name = f"skbnode{index}"
+    h100 = index % 2 == 0
+    return SandboxNode(name=name, cpus=8 if h100 else 16, memory_mib=32768 if h100 else 65536, gpus=2 if h100 else 4,
+                       gpu_type="h100" if h100 else "a100", address=f"{NODE_NETWORK}.{index}", netns=f"skb-{name}",
+                       pod_subnet=f"10.88.{index - 1}.0/24", weight=index)
+
+
+def sandbox_nodes(count: int) -> tuple[SandboxNode, ...]:
+    if count < 1:
+        raise ValueError(f"a sandbox has at least one node, not {count}")
+    return (SandboxNode(), *(extra_node(index) for index in range(2, count + 1)))
 
 
 @dataclass(frozen=True)
 class SandboxLayout:
     root: Path
     ports: SandboxPorts = SandboxPorts()
-    node: SandboxNode = field(default_factory=SandboxNode)
+    nodes: tuple[SandboxNode, ...] = field(default_factory=lambda: sandbox_nodes(DEFAULT_NODE_COUNT))
 
     @classmethod
-    def default(cls) -> SandboxLayout:
-        return cls(root=Path(os.environ.get("SKBRIDGE_SANDBOX_DIR", str(DEFAULT_ROOT))))
+    def default(cls, node_count: int | None = None) -> SandboxLayout:
+        """The sandbox at $SKBRIDGE_SANDBOX_DIR with as many nodes as its last `up` started."""
+        root = Path(os.environ.get("SKBRIDGE_SANDBOX_DIR", str(DEFAULT_ROOT)))
+        if node_count is None:
+            try:
+                node_count = int((root / NODE_COUNT_FILE).read_text(encoding="ascii"))
+            except (OSError, ValueError):
+                node_count = DEFAULT_NODE_COUNT
+        return cls(root=root, nodes=sandbox_nodes(node_count))
+
+    @property
+    def node(self) -> SandboxNode:
+        """The host's own node, where jobs land first."""
+        return self.nodes[0]
+
+    @property
+    def extra_nodes(self) -> tuple[SandboxNode, ...]:
+        return self.nodes[1:]
+
+    def save_node_count(self) -> None:
+        (self.root / NODE_COUNT_FILE).write_text(str(len(self.nodes)), encoding="ascii")
 
     # directories
     @property

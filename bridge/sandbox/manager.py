@@ -19,8 +19,8 @@ import yaml
 from bridge.ingest.layout import ensure_nas_layout
 from bridge.jobfile.launcher import render_job_submit_lua
 from bridge.resources import resource_path
-from bridge.sandbox import images, k8s_build, kube_cluster, kube_node, slurm_cluster
-from bridge.sandbox.layout import ProgressFn, SandboxLayout
+from bridge.sandbox import images, k8s_build, kube_cluster, kube_node, node_net, slurm_cluster
+from bridge.sandbox.layout import ProgressFn, SandboxLayout, SandboxNode, extra_node
 from bridge.sandbox.procs import Daemons, kill_strays
 from bridge.settings import load_settings
 
@@ -145,6 +145,8 @@ def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
         directory.mkdir(parents=True, exist_ok=True)
     layout.root.chmod(0o755)
     daemons = Daemons(layout)
+    _stop_removed_nodes(layout, daemons, progress)
+    layout.save_node_count()
     slurm_cluster.ensure_packages(progress)
     kube_node.ensure_packages(progress)
     bin_dir = k8s_build.ensure_built(progress)
@@ -157,12 +159,20 @@ def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
                 progress(f"bridge config changed: restarting {reader}")
     layout.slurm_dir.mkdir(parents=True, exist_ok=True)
     if slurm_cluster.write_config(layout, hooks=_write_hook_wrappers(layout)) and daemons.running("slurmctld"):
-        progress("slurm.conf changed: restarting slurmctld and slurmd")
-        daemons.stop("slurmd")
+        progress("slurm.conf changed: restarting slurmctld and the slurmds")
+        for node in layout.nodes:
+            daemons.stop(slurm_cluster.slurmd_daemon(node))
         daemons.stop("slurmctld")
+    for node in layout.extra_nodes:
+        node_net.ensure_node_netns(node, progress)
+        node_net.start_port_proxies(layout, daemons, node)
     slurm_cluster.start(layout, daemons, progress)
     kube_cluster.start(layout, daemons, bin_dir, progress)
-    kube_node.start(layout, daemons, bin_dir, kube_cluster.admin_api(layout), kube_cluster.apiserver_url(layout), progress)
+    api = kube_cluster.admin_api(layout)
+    for node in layout.nodes:
+        kube_node.start(layout, daemons, bin_dir, api, kube_cluster.apiserver_url(layout), progress, node)
+    for node in layout.nodes:
+        kube_node.wait_ready(layout, daemons, api, node)
     daemons.start("watcher", [str(skbridge_bin()), "watch"], env={**os.environ, "SKBRIDGE_CONFIG": str(layout.bridge_config)})
     # The REST API on loopback (service.bind_host/port of the bridge config): optional, like in production.
     daemons.start("serve", [str(skbridge_bin()), "serve"], env={**os.environ, "SKBRIDGE_CONFIG": str(layout.bridge_config)})
@@ -180,8 +190,13 @@ def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
     daemons = Daemons(layout)
     stopped = [name for name in ("serve", "watcher") if daemons.stop(name)]
     api = kube_cluster.admin_api(layout) if daemons.running("kube-apiserver") else None
-    stopped += kube_node.stop(layout, daemons, api, progress)
+    for node in reversed(layout.nodes):
+        stopped += kube_node.stop(layout, daemons, api, progress, node)
     stopped += kube_cluster.stop(daemons) + slurm_cluster.stop(layout, daemons)
+    for node in layout.extra_nodes:
+        stopped += node_net.stop_port_proxies(layout, daemons, node)
+        node_net.remove_node_netns(node)
+    node_net.remove_bridge()
     strays = kill_strays(layout)
     progress(f"stopped {', '.join(stopped) or 'nothing'}" + (f"; killed {len(strays)} stray process(es)" if strays else ""))
     if purge and layout.root.exists():
@@ -189,23 +204,51 @@ def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
         progress(f"removed {layout.root}")
 
 
+def _removed_nodes(layout: SandboxLayout) -> list[SandboxNode]:
+    """Extra nodes an earlier `up --nodes N` started that this layout no longer has."""
+    kept = {node.name for node in layout.nodes}
+    found: set[int] = set()
+    for pid_file in layout.run_dir.glob("*-skbnode*.pid"):
+        digits = pid_file.stem.rsplit("skbnode", 1)[1]
+        if digits.isdigit() and 2 <= int(digits) <= 200 and f"skbnode{digits}" not in kept:
+            found.add(int(digits))
+    return [extra_node(index) for index in sorted(found)]
+
+
+def _stop_removed_nodes(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None:
+    for node in _removed_nodes(layout):
+        progress(f"stopping node {node.name} (not in this sandbox any more)")
+        api = kube_cluster.admin_api(layout) if daemons.running("kube-apiserver") else None
+        kube_node.stop(layout, daemons, api, progress, node)
+        daemons.stop(slurm_cluster.slurmd_daemon(node))
+        node_net.stop_port_proxies(layout, daemons, node)
+        node_net.remove_node_netns(node)
+        if api is not None:
+            with contextlib.suppress(Exception):
+                kube_cluster.delete_node(api, node.name)
+
+
 def status(layout: SandboxLayout) -> list[ComponentStatus]:
     daemons = Daemons(layout)
     rows: list[ComponentStatus] = []
-    names = ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", *kube_cluster.COMPONENTS, *kube_node.COMPONENTS,
-             "watcher", "serve")
+    per_node = [name for node in layout.nodes for name in (
+        slurm_cluster.slurmd_daemon(node), *(kube_node.daemon_name(c, node) for c in kube_node.COMPONENTS),
+        *(node_net.proxy_daemon_names(node, layout) if not node.on_host else []))]
+    names = ("munged", "mariadb", "slurmdbd", "slurmctld", *kube_cluster.COMPONENTS, *per_node, "watcher", "serve")
     for name in names:
         rec = daemons.running(name)
         if name == "munged" and rec is None and slurm_cluster.munge_works():
             rows.append(ComponentStatus(name, None, "running", "started outside the sandbox"))
             continue
         rows.append(ComponentStatus(name, rec.pid if rec else None, "running" if rec else "stopped"))
-    if daemons.running("slurmctld"):
-        rows.append(ComponentStatus("slurm node", None, slurm_cluster.node_state(layout) or "unknown", layout.node.name))
-    if daemons.running("kube-apiserver"):
-        try:
-            ready = kube_cluster.node_ready(kube_cluster.admin_api(layout), layout.node.name)
-            rows.append(ComponentStatus("kubernetes node", None, "Ready" if ready else "NotReady", layout.node.name))
-        except Exception as exc:
-            rows.append(ComponentStatus("kubernetes node", None, "error", str(exc)[:80]))
+    for node in layout.nodes:
+        if daemons.running("slurmctld"):
+            state = slurm_cluster.node_state(layout, node) or "unknown"
+            rows.append(ComponentStatus("slurm node", None, state, node.name))
+        if daemons.running("kube-apiserver"):
+            try:
+                ready = kube_cluster.node_ready(kube_cluster.admin_api(layout), node.name)
+                rows.append(ComponentStatus("kubernetes node", None, "Ready" if ready else "NotReady", node.name))
+            except Exception as exc:
+                rows.append(ComponentStatus("kubernetes node", None, "error", str(exc)[:80]))
     return rows

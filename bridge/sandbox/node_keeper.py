@@ -5,9 +5,10 @@ node says 16 CPUs, 64 GiB and 4 GPUs. The sandbox's scheduler must see Slurm's n
 Pods that Slurm allocated would be unschedulable. The kubelet keeps extended resources and
 addresses it did not set but resets CPU and memory on each status report (every 5 minutes in
 the sandbox), so this small loop watches the Node and patches capacity, allocatable and an
-InternalIP of 127.0.0.1 (for `kubectl logs`) back within milliseconds.
+InternalIP (127.0.0.1 for the host's node, which the kubelet refuses to report itself; the
+node's own address for an extra node) back within milliseconds.
 
-Run as `python -m bridge.sandbox.node_keeper KUBECONFIG NODE CPUS MEMORY_MIB GPUS`.
+Run as `python -m bridge.sandbox.node_keeper KUBECONFIG NODE CPUS MEMORY_MIB GPUS [ADDRESS]`.
 """
 
 from __future__ import annotations
@@ -35,44 +36,45 @@ def _same(found: dict[str, str] | None, wanted: dict[str, str]) -> bool:
         return False
 
 
-def needs_patch(node: Any, wanted: dict[str, str]) -> bool:
+def needs_patch(node: Any, wanted: dict[str, str], address: str = NODE_ADDRESS) -> bool:
     status = node.status
     if status is None:
         return True
     addresses = {(a.type, a.address) for a in (status.addresses or [])}
     return (not _same(status.capacity, wanted) or not _same(status.allocatable, wanted)
-            or ("InternalIP", NODE_ADDRESS) not in addresses)
+            or ("InternalIP", address) not in addresses)
 
 
-def patch_status(core: client.CoreV1Api, name: str, wanted: dict[str, str]) -> None:
+def patch_status(core: client.CoreV1Api, name: str, wanted: dict[str, str], address: str = NODE_ADDRESS) -> None:
     core.patch_node_status(name, {"status": {
         "capacity": wanted, "allocatable": wanted,
-        "addresses": [{"type": "InternalIP", "address": NODE_ADDRESS}, {"type": "Hostname", "address": name}],
+        "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": name}],
     }})
 
 
-def keep(core: client.CoreV1Api, name: str, wanted: dict[str, str]) -> None:
+def keep(core: client.CoreV1Api, name: str, wanted: dict[str, str], address: str = NODE_ADDRESS) -> None:
     """Watch the node forever; patch its status whenever it drifts from `wanted`."""
     while True:
         try:
             listing = core.list_node(field_selector=f"metadata.name={name}")
             for node in listing.items:
-                if needs_patch(node, wanted):
-                    patch_status(core, name, wanted)
+                if needs_patch(node, wanted, address):
+                    patch_status(core, name, wanted, address)
             stream = watch.Watch().stream(core.list_node, field_selector=f"metadata.name={name}",
                                           resource_version=listing.metadata.resource_version, timeout_seconds=60)
             for event in stream:
-                if event["type"] in {"ADDED", "MODIFIED"} and needs_patch(event["object"], wanted):
-                    patch_status(core, name, wanted)
+                if event["type"] in {"ADDED", "MODIFIED"} and needs_patch(event["object"], wanted, address):
+                    patch_status(core, name, wanted, address)
         except Exception as exc:  # the API server restarts with the sandbox; keep trying
             sys.stderr.write(f"node-keeper: {type(exc).__name__}: {exc}\n")
             time.sleep(1.0)
 
 
 def main(argv: list[str]) -> int:
-    kubeconfig, name, cpus, memory_mib, gpus = argv
+    kubeconfig, name, cpus, memory_mib, gpus = argv[:5]
+    address = argv[5] if len(argv) > 5 else NODE_ADDRESS
     api = config.new_client_from_config(config_file=kubeconfig)
-    keep(client.CoreV1Api(api), name, desired_resources(int(cpus), int(memory_mib), int(gpus)))
+    keep(client.CoreV1Api(api), name, desired_resources(int(cpus), int(memory_mib), int(gpus)), address)
     return 0
 
 

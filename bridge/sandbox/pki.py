@@ -79,9 +79,9 @@ class SandboxPKI:
             self.path("sa.pub").write_bytes(sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
-    def ensure_node(self, node_name: str) -> None:
+    def ensure_node(self, node_name: str, address: str = "127.0.0.1") -> None:
         """The kubelet's client identity (`system:node:<name>`, for the Node authorizer) and its
-        serving certificate (the API server reaches it on 127.0.0.1 for logs)."""
+        serving certificate (the API server reaches it at the node's address for logs)."""
         ca_key = serialization.load_pem_private_key(self.path("ca.key").read_bytes(), password=None)
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
@@ -90,8 +90,9 @@ class SandboxPKI:
             self._issue(client, _name(f"system:node:{node_name}", "system:nodes"), ca_key, ca_cert)
         serving = f"kubelet-serving-{node_name}"
         if not self.path(f"{serving}.crt").exists():
+            ips = sorted({"127.0.0.1", address})
             sans: list[x509.GeneralName] = [x509.DNSName(node_name), x509.DNSName("localhost"),
-                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                                            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]
             self._issue(serving, _name(f"system:node:{node_name}", "system:nodes"), ca_key, ca_cert, server_sans=sans)
 
     def _make_ca(self) -> None:

@@ -1,4 +1,8 @@
-"""The sandbox's Slurm: munged, slurmctld and one slurmd on this host, with fake GPUs.
+"""The sandbox's Slurm: munged, slurmctld and a slurmd per node, with fake GPUs.
+
+The host's own node runs its slurmd here; each extra node's slurmd runs in that node's network
+and UTS namespaces (`node_net`), so Slurm sees a cluster of hosts with their own names and
+addresses.
 
 The node declares more CPUs and memory than a laptop has (`SlurmdParameters=config_overrides`)
 so GPU-sized test jobs can be allocated; the kubelet node of the same name reports the same
@@ -10,11 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from bridge.errors import PermanentError
 from bridge.sandbox import accounting
-from bridge.sandbox.layout import ProgressFn, SandboxLayout
+from bridge.sandbox.layout import ProgressFn, SandboxLayout, SandboxNode
+from bridge.sandbox.node_net import in_node
 from bridge.sandbox.procs import Daemons
 
 SLURM_PACKAGES = ("slurm-wlm", "slurm-client", "slurmdbd", "munge", "mariadb-server")
@@ -42,6 +48,7 @@ def apt_install(packages: tuple[str, ...], missing: list[str], progress: Progres
 
 def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) -> str:
     node = layout.node
+    all_nodes = ",".join(n.name for n in layout.nodes)
     ports = layout.ports
     state = layout.slurm_dir / "state"
     lines = [
@@ -55,9 +62,10 @@ def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = N
         "AuthType=auth/munge",
         "CredType=cred/munge",
         f"StateSaveLocation={state}/ctld",
-        f"SlurmdSpoolDir={state}/slurmd",
+        # %n: each node's slurmd keeps its own spool and pid file on this one filesystem.
+        f"SlurmdSpoolDir={state}/slurmd-%n",
         f"SlurmctldPidFile={layout.run_dir}/slurmctld.daemon.pid",
-        f"SlurmdPidFile={layout.run_dir}/slurmd.daemon.pid",
+        f"SlurmdPidFile={layout.run_dir}/slurmd-%n.daemon.pid",
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
         "MpiDefault=none",
@@ -100,31 +108,43 @@ def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = N
     for key, value in (hooks or {}).items():
         lines.append(f"{key}={value}")
     lines += [
-        f"NodeName={node.name} NodeAddr=127.0.0.1 CPUs={node.cpus} RealMemory={node.memory_mib} "
-        f"Gres=gpu:{node.gpu_type}:{node.gpus} State=UNKNOWN",
-        f"PartitionName=gpu Nodes={node.name} Default=YES MaxTime=7-00:00:00 State=UP",
+        f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} RealMemory={n.memory_mib} "
+        f"Gres=gpu:{n.gpu_type}:{n.gpus} Weight={n.weight} State=UNKNOWN"
+        for n in layout.nodes
+    ]
+    lines += [
+        f"PartitionName=gpu Nodes={all_nodes} Default=YES MaxTime=7-00:00:00 State=UP",
         # Queues jobs that never start: bulk ingest tests and benchmarks park their jobs here.
-        f"PartitionName=parked Nodes={node.name} Default=NO MaxTime=7-00:00:00 State=DOWN",
+        f"PartitionName=parked Nodes={all_nodes} Default=NO MaxTime=7-00:00:00 State=DOWN",
     ]
     return "\n".join(lines) + "\n"
 
 
+def gpu_device_dir(layout: SandboxLayout, node: SandboxNode) -> Path:
+    return layout.gpu_device_dir if node.on_host else layout.gpu_device_dir / node.name
+
+
 def render_gres_conf(layout: SandboxLayout) -> str:
-    node = layout.node
-    last = node.gpus - 1
-    return (
-        "# Fake GPUs: placeholder files stand in for /dev/nvidiaN.\n"
-        "AutoDetect=off\n"
-        f"NodeName={node.name} Name=gpu Type={node.gpu_type} File={layout.gpu_device_dir}/nvidia[0-{last}]\n"
-    )
+    lines = ["# Fake GPUs: placeholder files stand in for /dev/nvidiaN.", "AutoDetect=off"]
+    lines += [f"NodeName={n.name} Name=gpu Type={n.gpu_type} File={gpu_device_dir(layout, n)}/nvidia[0-{n.gpus - 1}]"
+              for n in layout.nodes]
+    return "\n".join(lines) + "\n"
+
+
+def slurmd_daemon(node: SandboxNode) -> str:
+    return "slurmd" if node.on_host else f"slurmd-{node.name}"
 
 
 def write_config(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) -> bool:
     """Write slurm.conf and gres.conf; True when either changed."""
-    for sub in ("state/ctld", "state/slurmd", "dev"):
+    for sub in ("state/ctld", "dev"):
         (layout.slurm_dir / sub).mkdir(parents=True, exist_ok=True)
-    for index in range(layout.node.gpus):
-        (layout.gpu_device_dir / f"nvidia{index}").touch()
+    for node in layout.nodes:
+        (layout.slurm_dir / "state" / f"slurmd-{node.name}").mkdir(parents=True, exist_ok=True)
+        devices = gpu_device_dir(layout, node)
+        devices.mkdir(parents=True, exist_ok=True)
+        for index in range(node.gpus):
+            (devices / f"nvidia{index}").touch()
     changed = False
     for path, text in ((layout.slurm_conf, render_slurm_conf(layout, hooks=hooks)),
                        (layout.slurm_dir / "gres.conf", render_gres_conf(layout))):
@@ -156,12 +176,17 @@ def controller_answers(layout: SandboxLayout) -> bool:
     return out.returncode == 0 and " is UP" in out.stdout
 
 
-def node_state(layout: SandboxLayout) -> str:
-    out = subprocess.run(["sinfo", "-h", "-N", "-n", layout.node.name, "-o", "%T"], env=slurm_env(layout),
+def node_state(layout: SandboxLayout, node: SandboxNode | None = None) -> str:
+    name = (node or layout.node).name
+    out = subprocess.run(["sinfo", "-h", "-N", "-n", name, "-o", "%T"], env=slurm_env(layout),
                          capture_output=True, text=True, timeout=20, check=False)
     # One line per partition the node is in; the node's state is the same on each.
     lines = out.stdout.split() if out.returncode == 0 else []
     return lines[0] if lines else ""
+
+
+def _registered(layout: SandboxLayout, node: SandboxNode) -> Callable[[], bool]:
+    return lambda: node_state(layout, node).rstrip("*") in {"idle", "mixed", "allocated", "completing"}
 
 
 def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None:
@@ -177,10 +202,13 @@ def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None
     progress("starting slurmctld")
     daemons.start_and_wait("slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(layout.slurm_conf)], env=env,
                            ready=lambda: controller_answers(layout), timeout_s=60)
-    progress("starting slurmd")
-    daemons.start_and_wait("slurmd", ["/usr/sbin/slurmd", "-D", "-f", str(layout.slurm_conf), "-N", layout.node.name],
-                           env=env, ready=lambda: node_state(layout).rstrip("*") in {"idle", "mixed", "allocated"},
-                           timeout_s=60)
+    records = []
+    for node in layout.nodes:
+        progress(f"starting slurmd ({node.name})")
+        argv = in_node(node, ["/usr/sbin/slurmd", "-D", "-f", str(layout.slurm_conf), "-N", node.name], hostname=True)
+        records.append((node, daemons.start(slurmd_daemon(node), argv, env=env)))
+    for node, record in records:
+        daemons.wait_ready(record, _registered(layout, node), timeout_s=60)
     _link_default_conf(layout)
 
 
@@ -211,7 +239,7 @@ def stop(layout: SandboxLayout, daemons: Daemons) -> list[str]:
         # that hold the node's resources. Pending jobs stay queued.
         subprocess.run(["scancel", "--state=RUNNING", "--full"], env=slurm_env(layout), capture_output=True,
                        timeout=30, check=False)
-    stopped = [name for name in ("slurmd", "slurmctld") if daemons.stop(name)]
+    stopped = [name for name in (*(slurmd_daemon(node) for node in layout.nodes), "slurmctld") if daemons.stop(name)]
     stopped += accounting.stop(daemons)
     stopped += [name for name in ("munged",) if daemons.stop(name)]
     unlink_default_conf(layout)

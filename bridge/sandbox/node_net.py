@@ -1,0 +1,126 @@
+"""The network of the sandbox's extra nodes: one namespace per node on a host bridge.
+
+Each extra node gets a network namespace (`skb-<node>`) with a veth on the host bridge
+`skbnodes0` (host `10.89.0.1`, node N `10.89.0.N`): slurmctld reaches its slurmd and the API
+server reaches its kubelet there, as on a cluster. The other way round, the node finds the
+controllers where the host node finds them, on its own loopback: a pair of `socat`s per port
+(one listening on the node's 127.0.0.1, one in the host's namespace) carries each connection
+over a Unix socket. So slurm.conf, kubeconfigs and certificates keep one address for the
+controllers, and nothing listens on an address beyond loopback and the sandbox bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.errors import PermanentError
+from bridge.sandbox.layout import NODE_NETWORK, ProgressFn, SandboxLayout, SandboxNode
+from bridge.sandbox.procs import Daemons, wait_until
+
+HOST_BRIDGE = "skbnodes0"
+HOST_ADDRESS = f"{NODE_NETWORK}.1"
+PREFIX_LEN = 24
+NODE_IF = "eth0"
+NETNS_DIR = Path("/run/netns")
+
+
+def _ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30, check=False)
+    if check and done.returncode != 0:
+        raise PermanentError(f"ip {' '.join(argv)} failed: {done.stderr.strip()}")
+    return done
+
+
+def _host_veth(node: SandboxNode) -> str:
+    return f"skbv{node.name.removeprefix('skbnode')}"  # interface names stop at 15 characters
+
+
+def in_node(node: SandboxNode, argv: Sequence[str], *, hostname: bool = False) -> list[str]:
+    """argv run in the node's network namespace (and, with `hostname`, a UTS namespace named
+    after the node, so `hostname` in a batch step says where it runs). The mount namespace is
+    the host's: the kubelet's volume mounts must be the ones containerd sees."""
+    if node.netns is None:
+        return list(argv)
+    enter = ["nsenter", f"--net={NETNS_DIR / node.netns}", "--"]
+    if not hostname:
+        return [*enter, *argv]
+    # The node's name is ours, never a user's; it is passed as $0, not spliced into the script.
+    return [*enter, "unshare", "--uts", "--", "/bin/sh", "-c", 'hostname "$0" && exec "$@"', node.name, *argv]
+
+
+def netns_exists(node: SandboxNode) -> bool:
+    return node.netns is not None and (NETNS_DIR / node.netns).exists()
+
+
+def _ensure_bridge() -> None:
+    if not Path(f"/sys/class/net/{HOST_BRIDGE}").exists():
+        _ip("link", "add", HOST_BRIDGE, "type", "bridge")
+    addresses = json.loads(_ip("-j", "addr", "show", "dev", HOST_BRIDGE).stdout or "[]")
+    have = {info.get("local") for entry in addresses for info in entry.get("addr_info", [])}
+    if HOST_ADDRESS not in have:
+        _ip("addr", "add", f"{HOST_ADDRESS}/{PREFIX_LEN}", "dev", HOST_BRIDGE)
+    _ip("link", "set", HOST_BRIDGE, "up")
+
+
+def ensure_node_netns(node: SandboxNode, progress: ProgressFn) -> None:
+    """The node's namespace, its veth on the host bridge, its address and loopback (idempotent)."""
+    assert node.netns is not None
+    _ensure_bridge()
+    if not netns_exists(node):
+        progress(f"creating network namespace {node.netns} ({node.address})")
+        _ip("netns", "add", node.netns)
+    veth = _host_veth(node)
+    if not Path(f"/sys/class/net/{veth}").exists():
+        _ip("-n", node.netns, "link", "del", NODE_IF, check=False)
+        _ip("link", "add", veth, "type", "veth", "peer", "name", NODE_IF, "netns", node.netns)
+    _ip("link", "set", veth, "master", HOST_BRIDGE, "up")
+    addresses = json.loads(_ip("-n", node.netns, "-j", "addr", "show", "dev", NODE_IF).stdout or "[]")
+    if node.address not in {info.get("local") for entry in addresses for info in entry.get("addr_info", [])}:
+        _ip("-n", node.netns, "addr", "add", f"{node.address}/{PREFIX_LEN}", "dev", NODE_IF)
+    _ip("-n", node.netns, "link", "set", NODE_IF, "up")
+    _ip("-n", node.netns, "link", "set", "lo", "up")
+
+
+def remove_node_netns(node: SandboxNode) -> None:
+    if node.netns is not None and netns_exists(node):
+        _ip("netns", "delete", node.netns, check=False)
+    veth = _host_veth(node)
+    if Path(f"/sys/class/net/{veth}").exists():
+        _ip("link", "delete", veth, check=False)
+
+
+def remove_bridge() -> None:
+    if Path(f"/sys/class/net/{HOST_BRIDGE}").exists():
+        _ip("link", "delete", HOST_BRIDGE, check=False)
+
+
+# ---- the controllers on the node's loopback ------------------------------------------------
+
+
+def forwarded_ports(layout: SandboxLayout) -> dict[str, int]:
+    """What a node's daemons and batch steps dial on 127.0.0.1."""
+    return {"slurmctld": layout.ports.slurmctld, "apiserver": layout.ports.apiserver}
+
+
+def proxy_daemon_names(node: SandboxNode, layout: SandboxLayout) -> list[str]:
+    return [f"{side}-{what}-{node.name}" for what in forwarded_ports(layout) for side in ("relay", "listen")]
+
+
+def start_port_proxies(layout: SandboxLayout, daemons: Daemons, node: SandboxNode) -> None:
+    for what, port in forwarded_ports(layout).items():
+        socket_path = layout.run_dir / f"relay-{what}-{node.name}.sock"
+        relay, listen = f"relay-{what}-{node.name}", f"listen-{what}-{node.name}"
+        if not daemons.running(relay):
+            daemons.start(relay, ["socat", f"UNIX-LISTEN:{socket_path},fork,unlink-early,mode=600",
+                                  f"TCP:127.0.0.1:{port}"])
+            wait_until(socket_path.exists, what=f"{relay}'s socket", timeout_s=10)
+        if not daemons.running(listen):
+            daemons.start(listen, in_node(node, ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
+                                                 f"UNIX-CONNECT:{socket_path}"]))
+
+
+def stop_port_proxies(layout: SandboxLayout, daemons: Daemons, node: SandboxNode) -> list[str]:
+    return [name for name in proxy_daemon_names(node, layout) if daemons.stop(name)]
