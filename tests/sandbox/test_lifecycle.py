@@ -7,14 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.sandbox import kube_node
+from bridge.sandbox import kube_node, node_net, slurm_cluster
 from bridge.sandbox.images import JOB_IMAGE
 from bridge.sandbox.procs import Daemons, stray_processes
 from tests.conftest import Sandbox, wait_for
 
 SKBRIDGE = str(Path(sys.executable).parent / "skbridge")
-DAEMONS = ("slurmctld", "slurmd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
-           "containerd", "kubelet", "node-keeper")
+CONTROLLERS = ("slurmctld", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def _daemons(sandbox: Sandbox) -> list[str]:
+    layout = sandbox.layout
+    per_node = [name for node in layout.nodes for name in (
+        slurm_cluster.slurmd_daemon(node), *(kube_node.daemon_name(c, node) for c in kube_node.COMPONENTS),
+        *([] if node.on_host else node_net.proxy_daemon_names(node, layout)))]
+    return [*CONTROLLERS, *per_node]
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -35,12 +42,17 @@ def _shims() -> list[int]:
 def _node_leftovers(sandbox: Sandbox) -> dict[str, object]:
     """What a real node can leave behind: mounts, network namespaces, interfaces, cgroups, shims."""
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    extra = sandbox.layout.extra_nodes
     return {
         "mounts": kube_node.mounts_below(sandbox.layout.root),
-        "netns": kube_node.sandbox_netns(),
+        "netns": kube_node.sandbox_netns() + [ns for node in extra for ns in kube_node.sandbox_netns(node)],
         "bridge": kube_node.BRIDGE_IF in links,
         "veths on the bridge": f"master {kube_node.BRIDGE_IF}" in links,
-        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{kube_node.KUBEPODS}")),
+        "node namespaces": [node.netns for node in extra if node.netns and node.netns in namespaces],
+        "node bridge": node_net.HOST_BRIDGE in links,
+        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{kube_node.KUBEPODS}"))
+        + sorted(str(p) for node in extra for p in Path("/sys/fs/cgroup").glob(f"*/{kube_node.cgroup_parent(node)}")),
         "shims": _shims(),
         "cni results": sorted(p.name for p in kube_node.CNI_CACHE.glob(f"{kube_node.CNI_NETWORK}-*")),
         "shim sockets": sorted(p.name for p in kube_node.SHIM_SOCKETS.glob("*")),
@@ -51,16 +63,18 @@ def test_up_twice_is_harmless_and_down_stops_exactly_what_up_started(
     sandbox: Sandbox, tmp_job_dir: Path, test_namespace: str,
 ) -> None:
     daemons = Daemons(sandbox.layout)
-    before = {name: daemons.running(name) for name in DAEMONS}
+    names = _daemons(sandbox)
+    assert sandbox.layout.extra_nodes, "the default sandbox has more than one node"
+    before = {name: daemons.running(name) for name in names}
     assert all(before.values()), before
 
     again = _cli("up", "--no-show")
     assert again.returncode == 0, again.stderr
-    assert {name: daemons.running(name) for name in DAEMONS} == before, "a second `up` must not restart anything"
+    assert {name: daemons.running(name) for name in names} == before, "a second `up` must not restart anything"
 
     status = _cli("status")
     assert status.returncode == 0, status.stdout
-    for name in DAEMONS:
+    for name in names:
         assert name in status.stdout
 
     # A running job leaves slurmstepd processes that `down` must not leave behind.
@@ -69,15 +83,22 @@ def test_up_twice_is_harmless_and_down_stops_exactly_what_up_started(
     job_id = sandbox.slurm("sbatch", "--parsable", "--output=/dev/null", str(script)).stdout.strip()
     # A running container leaves mounts, a network namespace, a veth and a shim behind if
     # `down` is careless; one that ignores SIGTERM makes it wait.
-    sandbox.core.create_namespaced_pod(test_namespace, {"metadata": {"name": "stubborn"}, "spec": {
-        "restartPolicy": "Never", "terminationGracePeriodSeconds": 30,
-        "containers": [{"name": "main", "image": JOB_IMAGE,
-                        "command": ["/bin/bash", "-c", "trap '' TERM; sleep 600 & wait; sleep 600"]}]}})
-    wait_for(lambda: sandbox.core.read_namespaced_pod("stubborn", test_namespace).status.phase == "Running",
-             timeout_s=60, what="a container running on the real node")
+    # One on every node.
+    for node in sandbox.layout.nodes:
+        sandbox.core.create_namespaced_pod(test_namespace, {"metadata": {"name": f"stubborn-{node.name}"}, "spec": {
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": 30, "nodeName": node.name,
+            "containers": [{"name": "main", "image": JOB_IMAGE,
+                            "command": ["/bin/bash", "-c", "trap '' TERM; sleep 600 & wait; sleep 600"]}]}})
+    for node in sandbox.layout.nodes:
+        wait_for(lambda node=node: sandbox.core.read_namespaced_pod(  # type: ignore[misc]
+            f"stubborn-{node.name}", test_namespace).status.phase == "Running",
+            timeout_s=60, what=f"a container running on {node.name}")
     running = _node_leftovers(sandbox)
-    assert running["mounts"] and running["netns"] and running["bridge"] and running["shims"], running
-    pod_netns = kube_node.sandbox_netns()
+    assert running["mounts"] and running["bridge"] and running["shims"], running
+    assert all(kube_node.sandbox_netns(node) for node in sandbox.layout.nodes), running
+    assert running["node namespaces"] and running["node bridge"], running
+    pod_netns = running["netns"]
+    assert isinstance(pod_netns, list)
 
     down = _cli("down")
     assert down.returncode == 0, down.stderr
@@ -85,6 +106,7 @@ def test_up_twice_is_harmless_and_down_stops_exactly_what_up_started(
         assert rec is not None and not rec.alive(), f"{name} (pid {rec.pid if rec else '?'}) still alive"
     assert stray_processes(sandbox.layout) == []
     assert _node_leftovers(sandbox) == {"mounts": [], "netns": [], "bridge": False, "veths on the bridge": False,
+                                        "node namespaces": [], "node bridge": False,
                                         "cgroups": [], "shims": [], "cni results": [],
                                         "shim sockets": []}
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
