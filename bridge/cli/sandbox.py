@@ -13,7 +13,7 @@ from rich.table import Table
 
 from bridge.errors import BridgeError
 from bridge.sandbox import k8s_build, manager
-from bridge.sandbox.layout import SandboxLayout
+from bridge.sandbox.layout import MAX_SIM_NODES, SandboxLayout
 
 app = typer.Typer(
     help="Run a local sandbox: real Slurm (slurmctld + slurmd, fake GPUs) and a real Kubernetes control plane "
@@ -38,9 +38,13 @@ def up(
         None, min=1, max=8, help="How many compute nodes (default: as many as the last `up`, else 2). Node 1 is "
         "this host (4 a100 GPUs); node N runs in its own network namespace as skbnodeN (even N: 2 h100 GPUs, "
         "8 CPUs; odd N: like node 1), each with its own slurmd, containerd and kubelet."),
+    sim_nodes: int | None = typer.Option(
+        None, "--sim-nodes", min=0, max=MAX_SIM_NODES, help="How many simulated nodes for scale work (default: as "
+        "many as the last `up`, else 0): each a real slurmd in its own namespaces (about 8 MB) mirrored by a kwok "
+        "node, in partition `sim`. Their Pods are simulated: no job really runs there."),
 ) -> None:
     """Build what is missing (first run: Kubernetes from source, cached), then start everything. Safe to repeat."""
-    layout = SandboxLayout.default(nodes)
+    layout = SandboxLayout.default(nodes, sim_nodes)
     try:
         manager.up(layout, _progress)
     except BridgeError as exc:

@@ -22,7 +22,7 @@ from bridge.kubernetes.apply import apply_manifests
 from bridge.kubernetes.credentials import write_bridge_kubeconfig
 from bridge.kubernetes.kubeconfig import write_kubeconfig
 from bridge.resources import resource_path
-from bridge.sandbox.layout import ProgressFn, SandboxLayout
+from bridge.sandbox.layout import ProgressFn, SandboxLayout, SandboxNode
 from bridge.sandbox.pki import SandboxPKI
 from bridge.sandbox.procs import Daemons
 from bridge.settings import load_settings
@@ -170,9 +170,9 @@ def _kwok_config(layout: SandboxLayout) -> Path:
     return path
 
 
-def node_manifest(layout: SandboxLayout, name: str) -> dict[str, object]:
-    """A kwok node shaped like the sandbox's Slurm node (for scale work: mirror it with a slurmd)."""
-    node = layout.node
+def node_manifest(layout: SandboxLayout, name: str, shape: SandboxNode | None = None) -> dict[str, object]:
+    """A kwok node shaped like `shape` (default: the host's Slurm node), for scale work."""
+    node = shape or layout.node
     capacity = {"cpu": str(node.cpus), "memory": f"{node.memory_mib}Mi", "pods": "110",
                 "nvidia.com/gpu": str(node.gpus)}
     return {
@@ -188,11 +188,12 @@ def node_manifest(layout: SandboxLayout, name: str) -> dict[str, object]:
     }
 
 
-def ensure_simulated_node(api: client.ApiClient, layout: SandboxLayout, name: str) -> None:
+def ensure_simulated_node(api: client.ApiClient, layout: SandboxLayout, name: str,
+                          shape: SandboxNode | None = None) -> None:
     if name in {node.name for node in layout.nodes}:
         raise ValueError(f"{name} is one of the sandbox's real nodes; a simulated node needs another name")
     core = client.CoreV1Api(api)
-    body = node_manifest(layout, name)
+    body = node_manifest(layout, name, shape)
     try:
         core.create_node(body)
     except ApiException as exc:

@@ -32,10 +32,12 @@ class SandboxPorts:
 
 
 NODE_NETWORK = "10.89.0"
-"""Extra nodes sit on a host bridge: the host is `.1`, node N is `.N`."""
+"""Extra nodes sit on a host bridge (10.89.0.0/16): the host is 10.89.0.1, node N is
+10.89.0.N, simulated node N is 10.89.(1 + N // 250).(N % 250 + 1)."""
 DEFAULT_NODE_COUNT = 2
 NODE_COUNT_FILE = "node-count"
-"""Under the sandbox's root: how many nodes the last `up --nodes N` asked for."""
+"""Under the sandbox's root: `<nodes> <simulated nodes>` as the last `up` asked for them."""
+MAX_SIM_NODES = 1000
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,17 @@ def extra_node(index: int) -> SandboxNode:
                        pod_subnet=f"10.88.{index - 1}.0/24", weight=index)
 
 
+def sim_node(index: int) -> SandboxNode:
+    """Simulated node `index` (1, 2, ...): a real slurmd in its own namespaces, mirrored by a
+    kwok node of the same name (its Pods are simulated: scale work only, never proof a job runs)."""
+    if index < 1 or index > MAX_SIM_NODES:
+        raise ValueError(f"simulated sandbox nodes are numbered 1..{MAX_SIM_NODES}, not {index}")
+    name = f"skbsim{index:04d}"
+    return SandboxNode(name=name, cpus=16, memory_mib=65536, gpus=4, gpu_type="a100",
+                       address=f"10.89.{1 + index // 250}.{index % 250 + 1}", netns=f"skb-{name}",
+                       pod_subnet="", weight=1000)
+
+
 def sandbox_nodes(count: int) -> tuple[SandboxNode, ...]:
     if count < 1:
         raise ValueError(f"a sandbox has at least one node, not {count}")
@@ -85,17 +98,21 @@ class SandboxLayout:
     root: Path
     ports: SandboxPorts = SandboxPorts()
     nodes: tuple[SandboxNode, ...] = field(default_factory=lambda: sandbox_nodes(DEFAULT_NODE_COUNT))
+    sim_nodes: tuple[SandboxNode, ...] = ()
 
     @classmethod
-    def default(cls, node_count: int | None = None) -> SandboxLayout:
+    def default(cls, node_count: int | None = None, sim_node_count: int | None = None) -> SandboxLayout:
         """The sandbox at $SKBRIDGE_SANDBOX_DIR with as many nodes as its last `up` started."""
         root = Path(os.environ.get("SKBRIDGE_SANDBOX_DIR", str(DEFAULT_ROOT)))
-        if node_count is None:
-            try:
-                node_count = int((root / NODE_COUNT_FILE).read_text(encoding="ascii"))
-            except (OSError, ValueError):
-                node_count = DEFAULT_NODE_COUNT
-        return cls(root=root, nodes=sandbox_nodes(node_count))
+        saved = [DEFAULT_NODE_COUNT, 0]
+        try:
+            numbers = [int(word) for word in (root / NODE_COUNT_FILE).read_text(encoding="ascii").split()]
+            saved[: len(numbers)] = numbers[:2]
+        except (OSError, ValueError):
+            pass
+        nodes = saved[0] if node_count is None else node_count
+        sims = saved[1] if sim_node_count is None else sim_node_count
+        return cls(root=root, nodes=sandbox_nodes(nodes), sim_nodes=tuple(sim_node(i) for i in range(1, sims + 1)))
 
     @property
     def node(self) -> SandboxNode:
@@ -106,8 +123,13 @@ class SandboxLayout:
     def extra_nodes(self) -> tuple[SandboxNode, ...]:
         return self.nodes[1:]
 
+    @property
+    def namespaced_nodes(self) -> tuple[SandboxNode, ...]:
+        """Every node with a network namespace of its own: the extra and the simulated ones."""
+        return self.extra_nodes + self.sim_nodes
+
     def save_node_count(self) -> None:
-        (self.root / NODE_COUNT_FILE).write_text(str(len(self.nodes)), encoding="ascii")
+        (self.root / NODE_COUNT_FILE).write_text(f"{len(self.nodes)} {len(self.sim_nodes)}", encoding="ascii")
 
     # directories
     @property

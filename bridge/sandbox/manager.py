@@ -20,7 +20,7 @@ from bridge.ingest.layout import ensure_nas_layout
 from bridge.jobfile.launcher import render_job_submit_lua
 from bridge.resources import resource_path
 from bridge.sandbox import images, k8s_build, kube_cluster, kube_node, node_net, slurm_cluster
-from bridge.sandbox.layout import ProgressFn, SandboxLayout, SandboxNode, extra_node
+from bridge.sandbox.layout import ProgressFn, SandboxLayout, SandboxNode, extra_node, sim_node
 from bridge.sandbox.procs import Daemons, kill_strays
 from bridge.settings import load_settings
 
@@ -160,15 +160,19 @@ def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
     layout.slurm_dir.mkdir(parents=True, exist_ok=True)
     if slurm_cluster.write_config(layout, hooks=_write_hook_wrappers(layout)) and daemons.running("slurmctld"):
         progress("slurm.conf changed: restarting slurmctld and the slurmds")
-        for node in layout.nodes:
+        for node in layout.nodes + layout.sim_nodes:
             daemons.stop(slurm_cluster.slurmd_daemon(node))
         daemons.stop("slurmctld")
-    for node in layout.extra_nodes:
-        node_net.ensure_node_netns(node, progress)
-        node_net.start_port_proxies(layout, daemons, node)
+    if layout.sim_nodes:
+        progress(f"network namespaces of {len(layout.sim_nodes)} simulated node(s)")
+    for node in layout.namespaced_nodes:
+        node_net.ensure_node_netns(node, progress if node in layout.extra_nodes else lambda _m: None)
+    node_net.start_loopback_relay(layout, daemons)
     slurm_cluster.start(layout, daemons, progress)
     kube_cluster.start(layout, daemons, bin_dir, progress)
     api = kube_cluster.admin_api(layout)
+    for node in layout.sim_nodes:
+        kube_cluster.ensure_simulated_node(api, layout, node.name, node)
     for node in layout.nodes:
         kube_node.start(layout, daemons, bin_dir, api, kube_cluster.apiserver_url(layout), progress, node)
     for node in layout.nodes:
@@ -193,8 +197,8 @@ def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
     for node in reversed(layout.nodes):
         stopped += kube_node.stop(layout, daemons, api, progress, node)
     stopped += kube_cluster.stop(daemons) + slurm_cluster.stop(layout, daemons)
-    for node in layout.extra_nodes:
-        stopped += node_net.stop_port_proxies(layout, daemons, node)
+    stopped += node_net.stop_loopback_relay(layout, daemons)
+    for node in layout.namespaced_nodes:
         node_net.remove_node_netns(node)
     node_net.remove_bridge()
     strays = kill_strays(layout)
@@ -205,23 +209,28 @@ def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
 
 
 def _removed_nodes(layout: SandboxLayout) -> list[SandboxNode]:
-    """Extra nodes an earlier `up --nodes N` started that this layout no longer has."""
-    kept = {node.name for node in layout.nodes}
-    found: set[int] = set()
-    for pid_file in layout.run_dir.glob("*-skbnode*.pid"):
-        digits = pid_file.stem.rsplit("skbnode", 1)[1]
-        if digits.isdigit() and 2 <= int(digits) <= 200 and f"skbnode{digits}" not in kept:
-            found.add(int(digits))
-    return [extra_node(index) for index in sorted(found)]
+    """Extra and simulated nodes an earlier `up` started that this layout no longer has."""
+    kept = {node.name for node in layout.nodes + layout.sim_nodes}
+    found: dict[str, SandboxNode] = {}
+    for pid_file in layout.run_dir.glob("slurmd-skb*.pid"):
+        name = pid_file.stem.removeprefix("slurmd-")
+        for prefix, make in (("skbnode", extra_node), ("skbsim", sim_node)):
+            digits = name.removeprefix(prefix)
+            if name.startswith(prefix) and digits.isdigit() and name not in kept:
+                with contextlib.suppress(ValueError):
+                    found[name] = make(int(digits))
+    return sorted(found.values(), key=lambda node: node.name)
 
 
 def _stop_removed_nodes(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None:
-    for node in _removed_nodes(layout):
-        progress(f"stopping node {node.name} (not in this sandbox any more)")
-        api = kube_cluster.admin_api(layout) if daemons.running("kube-apiserver") else None
-        kube_node.stop(layout, daemons, api, progress, node)
+    removed = _removed_nodes(layout)
+    if removed:
+        progress(f"stopping {len(removed)} node(s) this sandbox no longer has")
+    api = kube_cluster.admin_api(layout) if removed and daemons.running("kube-apiserver") else None
+    for node in removed:
+        if node.pod_subnet:  # a real node: its kubelet, containerd and Pods
+            kube_node.stop(layout, daemons, api, progress, node)
         daemons.stop(slurm_cluster.slurmd_daemon(node))
-        node_net.stop_port_proxies(layout, daemons, node)
         node_net.remove_node_netns(node)
         if api is not None:
             with contextlib.suppress(Exception):
@@ -232,9 +241,10 @@ def status(layout: SandboxLayout) -> list[ComponentStatus]:
     daemons = Daemons(layout)
     rows: list[ComponentStatus] = []
     per_node = [name for node in layout.nodes for name in (
-        slurm_cluster.slurmd_daemon(node), *(kube_node.daemon_name(c, node) for c in kube_node.COMPONENTS),
-        *(node_net.proxy_daemon_names(node, layout) if not node.on_host else []))]
-    names = ("munged", "mariadb", "slurmdbd", "slurmctld", *kube_cluster.COMPONENTS, *per_node, "watcher", "serve")
+        slurm_cluster.slurmd_daemon(node), *(kube_node.daemon_name(c, node) for c in kube_node.COMPONENTS))]
+    relay = [node_net.RELAY] if layout.namespaced_nodes else []
+    names = ("munged", "mariadb", "slurmdbd", "slurmctld", *kube_cluster.COMPONENTS, *per_node, *relay,
+             "watcher", "serve")
     for name in names:
         rec = daemons.running(name)
         if name == "munged" and rec is None and slurm_cluster.munge_works():
@@ -251,4 +261,8 @@ def status(layout: SandboxLayout) -> list[ComponentStatus]:
                 rows.append(ComponentStatus("kubernetes node", None, "Ready" if ready else "NotReady", node.name))
             except Exception as exc:
                 rows.append(ComponentStatus("kubernetes node", None, "error", str(exc)[:80]))
+    if layout.sim_nodes:
+        alive = sum(1 for node in layout.sim_nodes if daemons.running(slurm_cluster.slurmd_daemon(node)))
+        rows.append(ComponentStatus("simulated nodes", None, f"{alive}/{len(layout.sim_nodes)} slurmd running",
+                                    f"{layout.sim_nodes[0].name}..{layout.sim_nodes[-1].name}, partition sim"))
     return rows

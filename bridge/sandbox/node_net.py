@@ -1,28 +1,29 @@
 """The network of the sandbox's extra nodes: one namespace per node on a host bridge.
 
-Each extra node gets a network namespace (`skb-<node>`) with a veth on the host bridge
-`skbnodes0` (host `10.89.0.1`, node N `10.89.0.N`): slurmctld reaches its slurmd and the API
+Each extra or simulated node gets a network namespace (`skb-<node>`) with a veth on the host
+bridge `skbnodes0` (host `10.89.0.1/16`, see `layout.NODE_NETWORK`): slurmctld reaches its slurmd and the API
 server reaches its kubelet there, as on a cluster. The other way round, the node finds the
-controllers where the host node finds them, on its own loopback: a pair of `socat`s per port
-(one listening on the node's 127.0.0.1, one in the host's namespace) carries each connection
-over a Unix socket. So slurm.conf, kubeconfigs and certificates keep one address for the
-controllers, and nothing listens on an address beyond loopback and the sandbox bridge.
+controllers where the host node finds them, on its own loopback: one relay process
+(`loopback_relay`) listens on every node's 127.0.0.1 and carries each connection to the host's.
+So slurm.conf, kubeconfigs and certificates keep one address for the controllers, and nothing
+listens on an address beyond loopback and the sandbox bridge.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.errors import PermanentError
 from bridge.sandbox.layout import NODE_NETWORK, ProgressFn, SandboxLayout, SandboxNode
-from bridge.sandbox.procs import Daemons, wait_until
+from bridge.sandbox.procs import Daemons
 
 HOST_BRIDGE = "skbnodes0"
 HOST_ADDRESS = f"{NODE_NETWORK}.1"
-PREFIX_LEN = 24
+PREFIX_LEN = 16
 NODE_IF = "eth0"
 NETNS_DIR = Path("/run/netns")
 
@@ -35,7 +36,7 @@ def _ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def _host_veth(node: SandboxNode) -> str:
-    return f"skbv{node.name.removeprefix('skbnode')}"  # interface names stop at 15 characters
+    return f"skbv{node.name.removeprefix('skb')}"  # skbvnode2, skbvsim0001: names stop at 15 characters
 
 
 def in_node(node: SandboxNode, argv: Sequence[str], *, hostname: bool = False) -> list[str]:
@@ -99,28 +100,39 @@ def remove_bridge() -> None:
 
 # ---- the controllers on the node's loopback ------------------------------------------------
 
-
-def forwarded_ports(layout: SandboxLayout) -> dict[str, int]:
-    """What a node's daemons and batch steps dial on 127.0.0.1."""
-    return {"slurmctld": layout.ports.slurmctld, "apiserver": layout.ports.apiserver}
+RELAY = "loopback-relay"
 
 
-def proxy_daemon_names(node: SandboxNode, layout: SandboxLayout) -> list[str]:
-    return [f"{side}-{what}-{node.name}" for what in forwarded_ports(layout) for side in ("relay", "listen")]
+def forwarded_ports(layout: SandboxLayout) -> list[int]:
+    """What a node's daemons and batch steps dial on 127.0.0.1: slurmctld and the API server."""
+    return [layout.ports.slurmctld, layout.ports.apiserver]
 
 
-def start_port_proxies(layout: SandboxLayout, daemons: Daemons, node: SandboxNode) -> None:
-    for what, port in forwarded_ports(layout).items():
-        socket_path = layout.run_dir / f"relay-{what}-{node.name}.sock"
-        relay, listen = f"relay-{what}-{node.name}", f"listen-{what}-{node.name}"
-        if not daemons.running(relay):
-            daemons.start(relay, ["socat", f"UNIX-LISTEN:{socket_path},fork,unlink-early,mode=600",
-                                  f"TCP:127.0.0.1:{port}"])
-            wait_until(socket_path.exists, what=f"{relay}'s socket", timeout_s=10)
-        if not daemons.running(listen):
-            daemons.start(listen, in_node(node, ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
-                                                 f"UNIX-CONNECT:{socket_path}"]))
+def _relay_argv(layout: SandboxLayout) -> list[str]:
+    ports = [arg for port in forwarded_ports(layout) for arg in ("--port", str(port))]
+    paths = [str(NETNS_DIR / node.netns) for node in layout.namespaced_nodes if node.netns]
+    return [sys.executable, "-m", "bridge.sandbox.loopback_relay", *ports, *paths]
 
 
-def stop_port_proxies(layout: SandboxLayout, daemons: Daemons, node: SandboxNode) -> list[str]:
-    return [name for name in proxy_daemon_names(node, layout) if daemons.stop(name)]
+def start_loopback_relay(layout: SandboxLayout, daemons: Daemons) -> None:
+    """The relay for every namespaced node; restarted when the set of nodes changed."""
+    stamp = layout.run_dir / f"{RELAY}.argv"
+    argv = _relay_argv(layout)
+    wanted = "\0".join(argv)
+    if daemons.running(RELAY) and stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
+        return
+    daemons.stop(RELAY)
+    if not layout.namespaced_nodes:
+        stamp.unlink(missing_ok=True)
+        return
+    record = daemons.start(RELAY, argv)
+    stamp.write_text(wanted, encoding="utf-8")
+    log = daemons.log_path(RELAY)
+    mark = log.stat().st_size if log.exists() else 0
+    daemons.wait_ready(record, lambda: b"loopback-relay: ports" in log.read_bytes()[mark:],
+                       timeout_s=60)
+
+
+def stop_loopback_relay(layout: SandboxLayout, daemons: Daemons) -> list[str]:
+    (layout.run_dir / f"{RELAY}.argv").unlink(missing_ok=True)
+    return [RELAY] if daemons.stop(RELAY) else []

@@ -21,7 +21,7 @@ from bridge.errors import PermanentError
 from bridge.sandbox import accounting
 from bridge.sandbox.layout import ProgressFn, SandboxLayout, SandboxNode
 from bridge.sandbox.node_net import in_node
-from bridge.sandbox.procs import Daemons
+from bridge.sandbox.procs import Daemons, wait_until
 
 SLURM_PACKAGES = ("slurm-wlm", "slurm-client", "slurmdbd", "munge", "mariadb-server")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
@@ -110,13 +110,17 @@ def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = N
     lines += [
         f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} RealMemory={n.memory_mib} "
         f"Gres=gpu:{n.gpu_type}:{n.gpus} Weight={n.weight} State=UNKNOWN"
-        for n in layout.nodes
+        for n in layout.nodes + layout.sim_nodes
     ]
     lines += [
         f"PartitionName=gpu Nodes={all_nodes} Default=YES MaxTime=7-00:00:00 State=UP",
         # Queues jobs that never start: bulk ingest tests and benchmarks park their jobs here.
         f"PartitionName=parked Nodes={all_nodes} Default=NO MaxTime=7-00:00:00 State=DOWN",
     ]
+    if layout.sim_nodes:
+        # Scale work only: these nodes' Pods are kwok's, no job really runs there.
+        sims = ",".join(n.name for n in layout.sim_nodes)
+        lines.append(f"PartitionName=sim Nodes={sims} Default=NO MaxTime=7-00:00:00 State=UP")
     return "\n".join(lines) + "\n"
 
 
@@ -127,7 +131,7 @@ def gpu_device_dir(layout: SandboxLayout, node: SandboxNode) -> Path:
 def render_gres_conf(layout: SandboxLayout) -> str:
     lines = ["# Fake GPUs: placeholder files stand in for /dev/nvidiaN.", "AutoDetect=off"]
     lines += [f"NodeName={n.name} Name=gpu Type={n.gpu_type} File={gpu_device_dir(layout, n)}/nvidia[0-{n.gpus - 1}]"
-              for n in layout.nodes]
+              for n in layout.nodes + layout.sim_nodes]
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +143,7 @@ def write_config(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) 
     """Write slurm.conf and gres.conf; True when either changed."""
     for sub in ("state/ctld", "dev"):
         (layout.slurm_dir / sub).mkdir(parents=True, exist_ok=True)
-    for node in layout.nodes:
+    for node in layout.nodes + layout.sim_nodes:
         (layout.slurm_dir / "state" / f"slurmd-{node.name}").mkdir(parents=True, exist_ok=True)
         devices = gpu_device_dir(layout, node)
         devices.mkdir(parents=True, exist_ok=True)
@@ -189,6 +193,13 @@ def _registered(layout: SandboxLayout, node: SandboxNode) -> Callable[[], bool]:
     return lambda: node_state(layout, node).rstrip("*") in {"idle", "mixed", "allocated", "completing"}
 
 
+def _unregistered(layout: SandboxLayout, nodes: tuple[SandboxNode, ...]) -> list[str]:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env=slurm_env(layout), capture_output=True, text=True,
+                         timeout=30, check=False)
+    states = dict(line.split(None, 1) for line in out.stdout.splitlines() if " " in line)
+    return [n.name for n in nodes if states.get(n.name, "").rstrip("*") not in {"idle", "mixed", "allocated", "completing"}]
+
+
 def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None:
     if not munge_works():
         munge_dir = MUNGE_SOCKET.parent
@@ -203,12 +214,18 @@ def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None
     daemons.start_and_wait("slurmctld", ["/usr/sbin/slurmctld", "-D", "-f", str(layout.slurm_conf)], env=env,
                            ready=lambda: controller_answers(layout), timeout_s=60)
     records = []
-    for node in layout.nodes:
-        progress(f"starting slurmd ({node.name})")
+    if layout.sim_nodes:
+        progress(f"starting the slurmds of {len(layout.sim_nodes)} simulated node(s)")
+    for node in layout.nodes + layout.sim_nodes:
+        if node in layout.nodes:
+            progress(f"starting slurmd ({node.name})")
         argv = in_node(node, ["/usr/sbin/slurmd", "-D", "-f", str(layout.slurm_conf), "-N", node.name], hostname=True)
         records.append((node, daemons.start(slurmd_daemon(node), argv, env=env)))
-    for node, record in records:
+    for node, record in records[: len(layout.nodes)]:
         daemons.wait_ready(record, _registered(layout, node), timeout_s=60)
+    if layout.sim_nodes:
+        wait_until(lambda: _unregistered(layout, layout.sim_nodes) == [], what="the simulated nodes' slurmds",
+                   timeout_s=60 + len(layout.sim_nodes) / 2)
     _link_default_conf(layout)
 
 
@@ -239,7 +256,8 @@ def stop(layout: SandboxLayout, daemons: Daemons) -> list[str]:
         # that hold the node's resources. Pending jobs stay queued.
         subprocess.run(["scancel", "--state=RUNNING", "--full"], env=slurm_env(layout), capture_output=True,
                        timeout=30, check=False)
-    stopped = [name for name in (*(slurmd_daemon(node) for node in layout.nodes), "slurmctld") if daemons.stop(name)]
+    slurmds = [slurmd_daemon(node) for node in layout.nodes + layout.sim_nodes]
+    stopped = [name for name in (*slurmds, "slurmctld") if daemons.stop(name)]
     stopped += accounting.stop(daemons)
     stopped += [name for name in ("munged",) if daemons.stop(name)]
     unlink_default_conf(layout)

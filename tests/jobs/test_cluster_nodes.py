@@ -66,7 +66,7 @@ def test_a_batch_step_runs_on_its_node_under_that_nodes_hostname(jobs: Jobs, san
     assert jobs.wait_done(job_id) == ("COMPLETED", "0:0")
     lines = out.read_text().split()
     assert lines[0] == h100_node.name
-    assert f"{h100_node.address}/24" in lines
+    assert f"{h100_node.address}/16" in lines
 
 
 def test_an_h100_job_runs_in_a_container_on_the_h100_node_with_its_gpus(jobs: Jobs, sandbox: Sandbox,

@@ -19,9 +19,8 @@ CONTROLLERS = ("slurmctld", "etcd", "kube-apiserver", "kube-controller-manager",
 def _daemons(sandbox: Sandbox) -> list[str]:
     layout = sandbox.layout
     per_node = [name for node in layout.nodes for name in (
-        slurm_cluster.slurmd_daemon(node), *(kube_node.daemon_name(c, node) for c in kube_node.COMPONENTS),
-        *([] if node.on_host else node_net.proxy_daemon_names(node, layout)))]
-    return [*CONTROLLERS, *per_node]
+        slurm_cluster.slurmd_daemon(node), *(kube_node.daemon_name(c, node) for c in kube_node.COMPONENTS))]
+    return [*CONTROLLERS, *per_node, node_net.RELAY]
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
