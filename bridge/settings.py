@@ -186,7 +186,8 @@ class PolicySettings(_Section):
                                           "(admins' maintenance); everyone else's always run in a Pod")
     host_partitions: list[str] = Field(
         default_factory=list, description="Partitions whose jobs without #K8S_IMAGE may run on the bare host")
-    max_nodes: int = Field(default=1, ge=1, description="The bridge runs one Pod per job: single-node jobs only")
+    max_nodes: int = Field(default=4, ge=1, description="Most nodes one job may span (one Pod per node, all Ready "
+                                                        "before any starts its script)")
 
 
 def _yaml_file() -> Path | None:

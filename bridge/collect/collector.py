@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class Collected:
     # Files to write into the job's results folder, by name: written by the user's identity
     # in one go (`write_documents`) with the rest, since every switch to the user is a fork.
     documents: dict[str, bytes] = field(default_factory=dict)
+    # A multi-node job's ranks 1..n-1: exit code by rank (None: not ended or not found).
+    rank_exit_codes: dict[int, int | None] = field(default_factory=dict)
 
 
 def collect_pod(kube: Kube, namespace: str, pod_name: str, *, expect_labels: dict[str, str]) -> Collected:
@@ -79,6 +81,25 @@ def collect_pod(kube: Kube, namespace: str, pod_name: str, *, expect_labels: dic
     out.documents["events.json"] = _json(items)
     out.files += list(out.documents)
     return out
+
+
+def rank_pods_of(pod_names: Sequence[str], rank0: str) -> list[str]:
+    """Rank 0's fellow Pods among `pod_names` (`<rank0>-rank<k>`), in rank order."""
+    prefix = f"{rank0}-rank"
+    ranks = [name for name in pod_names if name.startswith(prefix) and name[len(prefix):].isdigit()]
+    return sorted(ranks, key=lambda name: int(name[len(prefix):]))
+
+
+def collect_ranks(kube: Kube, namespace: str, rank_pods: Sequence[str], into: Collected, *,
+                  expect_labels: dict[str, str]) -> None:
+    """A multi-node job's other ranks: their log, object and events as rank<k>-pod.log etc."""
+    for rank, name in enumerate(rank_pods, start=1):
+        part = collect_pod(kube, namespace, name, expect_labels=expect_labels)
+        for document, data in part.documents.items():
+            into.documents[f"rank{rank}-{document}"] = data
+            into.files.append(f"rank{rank}-{document}")
+        into.notes += [f"rank {rank}: {note}" for note in part.notes]
+        into.rank_exit_codes[rank] = part.exit_code
 
 
 def write_documents(job_dir: Path, documents: dict[str, bytes]) -> None:

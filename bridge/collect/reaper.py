@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import pwd
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 import structlog
 
 from bridge import metrics
-from bridge.collect.collector import collect_pod, write_checksums, write_documents
+from bridge.collect.collector import collect_pod, collect_ranks, rank_pods_of, write_checksums, write_documents
 from bridge.collect.records import JobRecords
 from bridge.collect.results import ensure_results_dir, run_as_user
 from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
@@ -42,6 +43,7 @@ from bridge.slurm.identity import IdentityError, verify_owner
 from bridge.slurm.jobinfo import array_task_name
 from bridge.slurm.vocabulary import LIVE_STATES, base_state, timestamp_s
 
+_RANK_POD = re.compile(r"-rank[0-9]+$")
 log = get_logger(component="reaper")
 
 
@@ -141,9 +143,13 @@ def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: 
     job_dir = ensure_results_dir(settings.nas, job.user, uid, gid, job.results_name or job.job_id)
     if (job_dir / SUMMARY_FILE).exists():
         return  # the epilog collected; only its teardown was missing
-    pod = sorted(job.pods)[-1]
-    collected = collect_pod(kube, settings.kubernetes.namespace, pod,
-                            expect_labels={LABEL_JOB_ID: job.job_id, LABEL_USER: job.user})
+    # The last attempt's rank 0 (a multi-node job's other ranks are `<rank 0>-rank<k>`).
+    # The last attempt's rank 0 (a multi-node job's other ranks are `<rank 0>-rank<k>`).
+    pod = (sorted(name for name in job.pods if not _RANK_POD.search(name)) or sorted(job.pods))[-1]
+    expect = {LABEL_JOB_ID: job.job_id, LABEL_USER: job.user}
+    collected = collect_pod(kube, settings.kubernetes.namespace, pod, expect_labels=expect)
+    collect_ranks(kube, settings.kubernetes.namespace, rank_pods_of(sorted(job.pods), pod), collected,
+                  expect_labels=expect)
     summary = build_summary(job_id=job.job_id, user=job.user, collected=collected,
                             records=JobRecords(settings.job_records_dir), allocation=None, image=None,
                             kube_node_of=settings.kubernetes.node_map, collected_by="reaper", reason=reason)

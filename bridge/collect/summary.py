@@ -30,6 +30,14 @@ def build_summary(
     if state in ("running", None) and collected.pod is not None:
         state = "completed" if collected.exit_code == 0 else "failed" if collected.exit_code is not None else "lost"
     slurm_node = str(ran.get("node") or (node.node if node else "")) or None
+    exit_code = collected.exit_code
+    failed_ranks = {rank: code for rank, code in collected.rank_exit_codes.items() if code}
+    if exit_code == 0 and failed_ranks:  # the job fails with its first failing rank, as attach says
+        exit_code = failed_ranks[min(failed_ranks)]
+        state = "failed" if state == "completed" else state
+    ranks = [dict(rank, exit_code=collected.exit_code if rank.get("rank") == 0
+                  else collected.rank_exit_codes.get(int(rank.get("rank") or 0)))
+             for rank in ran.get("ranks") or []]
     return {
         "job_id": job_id,
         "job_name": allocation.name if allocation else None,
@@ -52,7 +60,8 @@ def build_summary(
         "end_time": _iso(int(time.time())),
         "pod_phase": collected.pod_phase,
         "pod_start_time": pod_status.get("startTime"),
-        "exit_code": collected.exit_code,
+        "exit_code": exit_code,
+        "ranks": ranks,
         "state": state,
         "reason": reason or last.get("reason") or None,
         "attempts": records.attempts(job_id),

@@ -201,6 +201,9 @@ class _KubePod:
     def delete(self, grace_period_s: int) -> None:
         self.kube.delete(self._path, grace_period_s=grace_period_s)
 
+    def for_pod(self, name: str) -> _KubePod:
+        return _KubePod(self.kube, self.namespace, name)
+
 
 def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, out: BinaryIO | None = None,
                signals: _Signals | None = None, results_name: str | None = None) -> int:
@@ -223,29 +226,88 @@ def run_attach(settings: Settings, job_id: str, user: str, restart_count: int, o
     pod = ObjectNames.for_attempt(job_id, restart_count).pod
     namespace = settings.kubernetes.namespace
     kube = load_client(kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
+    bundle = read_attach_bundle(kubeconfig)
     return follow_pod(_KubePod(kube, namespace, pod), job_id, settings.kubernetes.termination_grace_period_s,
-                      out, signals)
+                      out, signals, other_pods=bundle.other_pods if bundle is not None else ())
 
 
-def follow_pod(pod: PodAccess, job_id: str, grace_s: int, out: BinaryIO, signals: _Signals | None) -> int:
-    """Copy the Pod's log to `out` until it ends; its exit code (or 128+signal when stopped)."""
+class _Ranks:
+    """A multi-node job's ranks 1..n-1, each waited for on a thread of its own."""
+
+    def __init__(self, pods: list[PodAccess]) -> None:
+        self.pods = pods
+        self.ended: dict[int, dict[str, Any] | None] = {}
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._wait, args=(rank, pod), daemon=True)
+                        for rank, pod in enumerate(pods, start=1)]
+        for thread in self.threads:
+            thread.start()
+
+    def _wait(self, rank: int, pod: PodAccess) -> None:
+        final = _wait_terminal(pod)
+        with self.lock:
+            self.ended[rank] = final
+
+    def first_failure(self) -> tuple[int, int, str] | None:
+        """(rank, exit code, reason) of the first rank that ended badly, if any."""
+        with self.lock:
+            for rank in sorted(self.ended):
+                final = self.ended[rank]
+                code, reason = _termination(final) if final is not None else (EXIT_LOST, "disappeared")
+                if code != 0:
+                    return rank, code, reason
+        return None
+
+    def all_ended(self) -> bool:
+        return all(not thread.is_alive() for thread in self.threads)
+
+    def stop(self, grace_s: int) -> None:
+        for pod in self.pods:
+            _stop_pod(pod, grace_s)
+
+
+def follow_pod(pod: PodAccess, job_id: str, grace_s: int, out: BinaryIO, signals: _Signals | None,
+               other_pods: tuple[str, ...] = ()) -> int:
+    """Copy the Pod's log to `out` until it ends; its exit code (or 128+signal when stopped).
+
+    A multi-node job's `other_pods` (ranks 1..n-1): their logs go to the results folder, not
+    here; the job waits for every rank, and ends as soon as one fails (the others are stopped)."""
+    ranks = _Ranks([pod.for_pod(name) for name in other_pods]) if other_pods else None
     copy = _LogCopy(out)
     follower = threading.Thread(target=_follow_log, args=(pod, copy), daemon=True)
     follower.start()
     result: list[dict[str, Any] | None] = []
     waiter = threading.Thread(target=lambda: result.append(_wait_terminal(pod)), daemon=True)
     waiter.start()
-    while waiter.is_alive() and (signals is None or signals.received is None):
+
+    def interrupted() -> bool:
+        return signals is not None and signals.received is not None
+
+    while waiter.is_alive() and not interrupted() and (ranks is None or ranks.first_failure() is None):
         waiter.join(timeout=0.2)
-    if signals is not None and signals.received is not None:
+    if interrupted():
+        assert signals is not None and signals.received is not None
         # scancel or the time limit: the container gets SIGTERM now and SIGKILL after the grace
         # period; what it prints meanwhile (a trap's last words) still reaches the output.
         _stop_pod(pod, grace_s)
+        if ranks is not None:
+            ranks.stop(grace_s)
         waiter.join(timeout=grace_s + 5)
         follower.join(timeout=1.0)
         copy.stop()
         _say(out, f"job {job_id} ended by {signal.Signals(signals.received).name}")
         return 128 + signals.received
+    failed = ranks.first_failure() if ranks is not None else None
+    if failed is not None and waiter.is_alive():
+        assert ranks is not None
+        rank, code, reason = failed
+        _say(out, f"rank {rank} (Pod {ranks.pods[rank - 1].pod}) ended with exit code {code}"
+                  f"{f' ({reason})' if reason else ''}: stopping the job's other ranks")
+        _stop_pod(pod, grace_s)
+        ranks.stop(grace_s)
+        waiter.join(timeout=grace_s + 5)
+        _finish_log(pod, copy, follower)
+        return code
     final = result[0] if result else None
     _finish_log(pod, copy, follower)
     if final is None:
@@ -259,6 +321,18 @@ def follow_pod(pod: PodAccess, job_id: str, grace_s: int, out: BinaryIO, signals
     if code != 0:
         why = f" ({reason}: {_REASONS[reason]})" if reason in _REASONS else (f" ({reason})" if reason else "")
         _say(out, f"Pod {pod.pod} ended {final['status'].get('phase')} with exit code {code}{why}")
+    if ranks is None:
+        return code
+    # Rank 0 is done: the job lasts until every rank is.
+    while not ranks.all_ended() and not interrupted():
+        time.sleep(0.2)
+    if interrupted():
+        ranks.stop(grace_s)
+    failed = ranks.first_failure()
+    if failed is not None and code == 0:
+        rank, code, reason = failed
+        _say(out, f"rank {rank} (Pod {ranks.pods[rank - 1].pod}) ended with exit code {code}"
+                  f"{f' ({reason})' if reason else ''}")
     return code
 
 
@@ -312,7 +386,8 @@ def attach_light(config: Path | None) -> int | None:
         pod = LitePod(bundle)
     except (ssl.SSLError, ValueError):
         return None  # CA data the standard library cannot load: leave it to the official client
-    return follow_pod(pod, job.job_id, bundle.termination_grace_period_s, out, _install_signals())
+    return follow_pod(pod, job.job_id, bundle.termination_grace_period_s, out, _install_signals(),
+                      other_pods=bundle.other_pods)
 
 
 def attach_main(settings: Settings) -> int:

@@ -18,6 +18,7 @@ from bridge.collect.collector import (
     RESULTS_SUBDIR,
     Collected,
     collect_pod,
+    collect_ranks,
     copy_results,
     host_path_of,
     write_checksums,
@@ -130,9 +131,11 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
     pod_name = str(records.last_run(allocation.job_id).get("pod") or
                    ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod)
     structlog.contextvars.bind_contextvars(pod=pod_name)
+    expect = {LABEL_JOB_ID: allocation.job_id, LABEL_USER: allocation.user}
     try:
-        collected = collect_pod(kube, settings.kubernetes.namespace, pod_name,
-                                expect_labels={LABEL_JOB_ID: allocation.job_id, LABEL_USER: allocation.user})
+        collected = collect_pod(kube, settings.kubernetes.namespace, pod_name, expect_labels=expect)
+        rank_pods = [str(rank["pod"]) for rank in records.last_run(allocation.job_id).get("ranks") or []][1:]
+        collect_ranks(kube, settings.kubernetes.namespace, rank_pods, collected, expect_labels=expect)
     except BridgeError as exc:
         collected = Collected(notes=[f"Kubernetes unavailable while collecting: {exc}"])
     spec, _problems = parse_job_text(script, settings.policy, settings.nas, owner=allocation.user) if script else (None, [])

@@ -13,7 +13,7 @@ import pwd
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ from bridge.kubernetes.objects import (
     wait_gone,
     wait_pod_ready,
 )
-from bridge.kubernetes.render import LABEL_RESTART, ObjectNames, render_job
+from bridge.kubernetes.render import LABEL_RESTART, ObjectNames, render_job_ranks
+from bridge.kubernetes.rendezvous import open_all_gates, rank_addresses
 from bridge.log import get_logger
 from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
@@ -212,14 +213,14 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     errors = [p for p in problems if p.severity == "error"]
     if errors or spec is None:
         return reject("; ".join(f"line {p.line}: {p.message}" if p.line else p.message for p in errors))
-    if len(allocation.nodes) != 1:
-        return reject(f"the bridge runs one Pod per job; this job has {len(allocation.nodes)} nodes (use --nodes=1)")
     timings.mark("validate")
     structlog.contextvars.bind_contextvars(node=allocation.node.node)
     try:
         kube = load_client(kube_settings.kubeconfig, timeout_s=kube_settings.api_timeout_s)
-        # Which Kubernetes node is the allocated Slurm node (a label lookup is one GET).
-        kube_node = kube_node_for(kube_settings, allocation.node.node, kube)
+        # Which Kubernetes node is each allocated Slurm node (a label lookup is one GET); a
+        # multi-node job gets one Pod per node, rank k on the k-th.
+        kube_nodes = [kube_node_for(kube_settings, item.node, kube) for item in allocation.nodes]
+        kube_node = kube_nodes[0]
         _remove_previous_attempts(kube, settings, allocation)
         timings.mark("kube_connect_cleanup")
     except NodeMappingError as exc:
@@ -232,7 +233,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable")
     structlog.contextvars.bind_contextvars(kube_node=kube_node)
     try:
-        rendered = render_job(settings, allocation, spec, script, kube_node=kube_node)
+        rendered = render_job_ranks(settings, allocation, spec, script, kube_nodes)
     except ConfigError as exc:
         # An admin's template mistake hits every job: keep jobs queued until it is fixed.
         log.error("Pod template broken", error=str(exc))
@@ -241,19 +242,30 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     timings.mark("render")
     made: list[Made] = []
     try:
+        other_pods = rendered.pod_names[1:]
         create_objects(kube, rendered, kube_settings.namespace, made,
-                       extra=attach_identity(kube_settings.namespace, allocation, rendered.names.pod))
+                       extra=attach_identity(kube_settings.namespace, allocation, rendered.names.pod, other_pods))
         log.debug("objects ready", created=[str(m.ref) for m in made if m.created],
                   reused=[str(m.ref) for m in made if not m.created])
         timings.mark("kube_create")
-        pod = next(m.obj for m in made if m.ref.kind == "Pod")
+        pod = next(m.obj for m in made if m.ref.kind == "Pod" and m.ref.name == rendered.names.pod)
         issue_attach_token(kube, kube_settings.namespace, allocation, pod, job_dir,
                            termination_grace_period_s=kube_settings.termination_grace_period_s,
-                           api_timeout_s=kube_settings.api_timeout_s)
+                           api_timeout_s=kube_settings.api_timeout_s, other_pods=other_pods)
         timings.mark("kube_access")
-        verdict = wait_pod_ready(kube, kube_settings.namespace, rendered.names.pod,
-                                 timeout_s=kube_settings.pod_ready_timeout_s,
-                                 unschedulable_grace_s=kube_settings.unschedulable_grace_s)
+        # All ranks or none: the ranks' Pods come up side by side, so waiting for each in turn
+        # costs the slowest one's time.
+        for rank, pod_name in enumerate(rendered.pod_names):
+            verdict = wait_pod_ready(kube, kube_settings.namespace, pod_name,
+                                     timeout_s=kube_settings.pod_ready_timeout_s,
+                                     unschedulable_grace_s=kube_settings.unschedulable_grace_s)
+            if not verdict.ready:
+                if other_pods:
+                    verdict = replace(verdict, reason=f"rank {rank} ({allocation.nodes[rank].node}): {verdict.reason}")
+                break
+        ranks = (rank_addresses(kube, kube_settings.namespace, rendered.pod_names,
+                                [item.cpus for item in allocation.nodes])
+                 if other_pods and verdict.ready else [])
         timings.mark("kube_wait_ready")
     except KubeRejected as exc:
         _cleanup(kube, settings, allocation, made)
@@ -275,9 +287,13 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     node = allocation.node
     array = {"array_job_id": allocation.array_job_id, "array_task_id": allocation.array_task_id,
              "results": allocation.results_name} if allocation.results_name != allocation.job_id else {}
+    multi = {"ranks": [{"rank": k, "pod": rank.pod, "address": rank.address, "node": item.node,
+                        "kube_node": kube_nodes[k], "cpus": item.cpus, "gpus": item.gpus,
+                        "gpu_indices": list(item.gpu_indices)}
+                       for k, (rank, item) in enumerate(zip(ranks, allocation.nodes, strict=True))]} if ranks else {}
     note("running", "", pod=rendered.names.pod, node=node.node, kube_node=kube_node, cpus=node.cpus,
          memory_mib=node.memory_mib, gpus=node.gpus, gpu_type=node.gpu_type, gpu_indices=list(node.gpu_indices),
-         **array,
+         **array, **multi,
          # The epilog collects it; writing it now keeps the exact objects of the attempt that ran.
          also_write={"manifest.yaml": rendered.manifest_yaml.encode("utf-8")})
     # The last act: the script starts only now, so an attempt that fails or is given up on
@@ -292,7 +308,10 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
                   "the script was not started")
         return EXIT_REQUEUE
     try:
-        open_start_gate(kube, kube_settings.namespace, rendered.names.pod)
+        if ranks:
+            open_all_gates(kube, kube_settings.namespace, ranks)
+        else:
+            open_start_gate(kube, kube_settings.namespace, rendered.names.pod)
     except BridgeError as exc:
         _cleanup(kube, settings, allocation, made)
         return requeue(f"cannot start the job's script in its Pod: {exc}", cause="kube_error")

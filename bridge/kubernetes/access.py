@@ -10,6 +10,7 @@ removed by the epilog.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def access_name(pod_name: str) -> str:
     return ObjectNames.service_account_for(pod_name)
 
 
-def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) -> list[dict[str, Any]]:
+def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str,
+                    other_pods: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The attempt's ServiceAccount, a Role on the one Pod, and their binding, made with the
     Pod's other objects (`create_objects(extra=...)`): the Pod runs as the account. The
     bridge holds `bind` on Roles in its namespace, so the binding need not wait for the
@@ -57,8 +59,12 @@ def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) ->
     `pods/exec` (a websocket exec is a GET, and since Kubernetes 1.30 the API server also
     asks for `create`, AuthorizePodWebsocketUpgradeCreatePermission); the bridge holds both itself,
     as RBAC's escalation check requires of whoever writes a Role (it holds no `escalate`).
+
+    A multi-node job's `other_pods` (ranks 1..n-1) are named beside rank 0's: attach follows
+    them too and ends them with the job. Exec stays on rank 0.
     """
     name = access_name(pod_name)
+    pods = [pod_name, *other_pods]
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ACCESS_FOR_JOB: allocation.job_id,
               "slurm.job-id": allocation.job_id, "slurm.restart-count": str(allocation.restart_count)}
     if allocation.results_name != allocation.job_id:  # an array task: grouped with its array, as its Pod
@@ -70,10 +76,10 @@ def attach_identity(namespace: str, allocation: JobAllocation, pod_name: str) ->
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(), "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(),
          "rules": [
-             {"apiGroups": [""], "resources": ["pods"], "resourceNames": [pod_name],
+             {"apiGroups": [""], "resources": ["pods"], "resourceNames": pods,
               # delete: on scancel or the time limit, attach ends its own Pod with the grace period.
               "verbs": ["get", "watch", "delete"]},
-             {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": [pod_name], "verbs": ["get"]},
+             {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": pods, "verbs": ["get"]},
              *([{"apiGroups": [""], "resources": ["pods/exec"], "resourceNames": [pod_name],
                  "verbs": ["get", "create"]}]
                if is_interactive(allocation) else []),
@@ -93,6 +99,7 @@ def issue_attach_token(
     *,
     termination_grace_period_s: int,
     api_timeout_s: float,
+    other_pods: Sequence[str] = (),
 ) -> Path:
     """A token bound to the Pod object (it stops working when the Pod is deleted), written for the user only.
 
@@ -113,7 +120,8 @@ def issue_attach_token(
                               namespace=namespace)
     doc["extensions"] = [lite.attach_extension(
         job_id=allocation.job_id, restart_count=allocation.restart_count, pod=pod_name, namespace=namespace,
-        termination_grace_period_s=termination_grace_period_s, api_timeout_s=api_timeout_s)]
+        termination_grace_period_s=termination_grace_period_s, api_timeout_s=api_timeout_s,
+        other_pods=other_pods)]
     path = job_dir / ATTACH_KUBECONFIG
     write_file_as(path, json.dumps(doc, indent=1).encode("utf-8"), allocation.uid, allocation.gid, mode=0o600)
     return path

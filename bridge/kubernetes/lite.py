@@ -21,8 +21,8 @@ import base64
 import http.client
 import json
 import ssl
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -66,6 +66,9 @@ class PodAccess(Protocol):
     def delete(self, grace_period_s: int) -> None:
         """Delete the Pod with that grace period (already gone: no error)."""
 
+    def for_pod(self, name: str) -> PodAccess:
+        """The same access on another Pod of the job (a multi-node job's rank)."""
+
 
 @dataclass(frozen=True)
 class AttachBundle:
@@ -78,14 +81,20 @@ class AttachBundle:
     restart_count: int
     termination_grace_period_s: int
     api_timeout_s: float
+    other_pods: tuple[str, ...] = ()
+    """A multi-node job's ranks 1..n-1 (attach follows them beside rank 0)."""
 
 
 def attach_extension(*, job_id: str, restart_count: int, pod: str, namespace: str,
-                     termination_grace_period_s: int, api_timeout_s: float) -> dict[str, Any]:
+                     termination_grace_period_s: int, api_timeout_s: float,
+                     other_pods: Sequence[str] = ()) -> dict[str, Any]:
     """The kubeconfig `extensions` entry the prolog writes and `read_attach_bundle` reads."""
-    return {"name": ATTACH_EXTENSION, "extension": {
+    extension: dict[str, Any] = {
         "job_id": job_id, "restart_count": restart_count, "pod": pod, "namespace": namespace,
-        "termination_grace_period_s": termination_grace_period_s, "api_timeout_s": api_timeout_s}}
+        "termination_grace_period_s": termination_grace_period_s, "api_timeout_s": api_timeout_s}
+    if other_pods:
+        extension["other_pods"] = list(other_pods)
+    return {"name": ATTACH_EXTENSION, "extension": extension}
 
 
 def read_attach_bundle(path: Path) -> AttachBundle | None:
@@ -103,7 +112,8 @@ def read_attach_bundle(path: Path) -> AttachBundle | None:
             namespace=str(extra["namespace"]), pod=str(extra["pod"]), job_id=str(extra["job_id"]),
             restart_count=int(extra["restart_count"]),
             termination_grace_period_s=int(extra["termination_grace_period_s"]),
-            api_timeout_s=float(extra["api_timeout_s"]))
+            api_timeout_s=float(extra["api_timeout_s"]),
+            other_pods=tuple(str(name) for name in extra.get("other_pods") or ()))
     except (OSError, ValueError, LookupError, TypeError, AttributeError, StopIteration):
         return None
 
@@ -124,6 +134,10 @@ class LitePod:
     @property
     def pod(self) -> str:
         return self.bundle.pod
+
+    def for_pod(self, name: str) -> LitePod:
+        """The same credential on another of the job's Pods (a multi-node job's rank)."""
+        return LitePod(replace(self.bundle, pod=name))
 
     def get(self) -> dict[str, Any] | None:
         try:

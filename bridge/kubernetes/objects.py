@@ -284,10 +284,12 @@ def wait_pod_ready(
                 break
 
 
-def open_start_gate(kube: Kube, namespace: str, name: str) -> None:
+def open_start_gate(kube: Kube, namespace: str, name: str, *, with_annotations: dict[str, str] | None = None) -> None:
     """Let the Pod's script start (pod-template.yaml waits for this annotation). Only the prolog,
-    once everything else has succeeded, calls this: a job Slurm requeues never starts its script."""
-    mark = {"metadata": {"annotations": {ANNOTATION_START: START_GATE_OPEN}}}
+    once everything else has succeeded, calls this: a job Slurm requeues never starts its script.
+    `with_annotations` arrive in the same update (the kubelet writes a downwardAPI volume's
+    files together), so a multi-node rank reads its rendezvous before it starts."""
+    mark = {"metadata": {"annotations": {**(with_annotations or {}), ANNOTATION_START: START_GATE_OPEN}}}
     try:
         kube.request("PATCH", object_path("Pod", name, namespace), body=mark,
                      content_type="application/merge-patch+json")

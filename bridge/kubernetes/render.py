@@ -35,6 +35,11 @@ ANNOTATION_SPEC_HASH = "skbridge.io/spec-hash"
 ANNOTATION_START = "skbridge.io/start"
 START_GATE_OPEN = "go"
 ANNOTATION_SCRIPT = "skbridge.io/script"
+# A multi-node job's rendezvous (MASTER_ADDR=...) and hostfile, set with the start gate once
+# every rank's Pod has its address; the gate loads the first into the script's environment.
+ANNOTATION_RENDEZVOUS = "skbridge.io/rendezvous"
+ANNOTATION_HOSTFILE = "skbridge.io/hostfile"
+MASTER_PORT = 29500
 # Kubernetes allows 256 KiB of annotations per object; a larger script goes in a ConfigMap.
 SCRIPT_ANNOTATION_MAX_BYTES = 192 * 1024
 HOME_MOUNT_PATH = "/workspace"
@@ -71,15 +76,20 @@ class ObjectNames:
     pod: str
     configmap: str
     home_claim: str
+    attempt: str = ""
+    """`skb-<job>-r<restart>`: rank 0's Pod, and the stem of every name of the attempt."""
 
     @classmethod
-    def for_attempt(cls, job_id: str, restart_count: int) -> ObjectNames:
+    def for_attempt(cls, job_id: str, restart_count: int, rank: int = 0) -> ObjectNames:
+        """A multi-node job's rank k > 0 has its own Pod (`<attempt>-rank<k>`); the volumes,
+        the script's ConfigMap and the account are the attempt's, shared by all ranks."""
         base = f"skb-{job_id}-r{restart_count}"
-        return cls(pod=base, configmap=base, home_claim=f"{base}-home")
+        return cls(pod=base if rank == 0 else f"{base}-rank{rank}", configmap=base, home_claim=f"{base}-home",
+                   attempt=base)
 
     @property
     def service_account(self) -> str:
-        return self.service_account_for(self.pod)
+        return self.service_account_for(self.attempt or self.pod)
 
     @staticmethod
     def service_account_for(pod: str) -> str:
@@ -87,18 +97,24 @@ class ObjectNames:
         return f"{pod}-attach"
 
     def volume_claim(self, volume: str) -> str:
-        return f"{self.pod}-vol-{volume}"
+        return f"{self.attempt or self.pod}-vol-{volume}"
 
 
 @dataclass(frozen=True)
 class RenderedJob:
     names: ObjectNames
-    objects: list[dict[str, Any]]  # creation order: ConfigMap (a large script only), PV/PVC pairs, Pod
+    objects: list[dict[str, Any]]  # creation order: ConfigMap (a large script only), PV/PVC pairs, Pod(s)
     manifest_yaml: str
 
     @property
     def pod(self) -> dict[str, Any]:
+        """Rank 0's Pod (the only one of a one-node job)."""
         return next(obj for obj in self.objects if obj["kind"] == "Pod")
+
+    @property
+    def pod_names(self) -> list[str]:
+        """Every rank's Pod, rank 0 first."""
+        return [obj["metadata"]["name"] for obj in self.objects if obj["kind"] == "Pod"]
 
 
 def bridge_labels(allocation: JobAllocation) -> dict[str, str]:
@@ -177,15 +193,17 @@ def render_job(
     script: str,
     *,
     kube_node: str | None = None,
+    rank: int = 0,
 ) -> RenderedJob:
     """`kube_node`: the Kubernetes node the Pod is pinned to (bridge.kubernetes.nodemap); the
-    settings' node_map (identity when absent) when None."""
+    settings' node_map (identity when absent) when None. `rank`: which allocated node (a
+    multi-node job renders once per node; `render_job_ranks`)."""
     kube = settings.kubernetes
     nas = settings.nas
     path = template_path(settings)
     template = _load_template(path)
-    names = ObjectNames.for_attempt(allocation.job_id, allocation.restart_count)
-    node = allocation.node
+    names = ObjectNames.for_attempt(allocation.job_id, allocation.restart_count, rank)
+    node = allocation.nodes[rank]
     home_path = nas.home_root / allocation.user
     mounts = []
     claims = [{"name": names.home_claim, "host_path": str(home_path), "read_only": False}]
@@ -208,6 +226,8 @@ def render_job(
             "array_job_id": allocation.array_job_id if allocation.results_name != allocation.job_id else "",
             "array_task_id": allocation.array_task_id if allocation.results_name != allocation.job_id else "",
             "array_env": [list(pair) for pair in allocation.array_env],
+            "node_rank": rank, "nnodes": len(allocation.nodes), "nodes": [n.node for n in allocation.nodes],
+            "master_port": MASTER_PORT,
         },
         "spec": {"image": spec.image, "workdir": pod_workdir(spec, allocation, home_path),
                  "env": [list(pair) for pair in spec.env], "shm": spec.shm, "results": spec.results, "mounts": mounts},
@@ -238,3 +258,20 @@ def render_job(
     if sum(1 for obj in objects if obj.get("kind") == "Pod") != 1:
         raise ConfigError(f"{path}: the template must render exactly one Pod")
     return RenderedJob(names=names, objects=objects, manifest_yaml=text)
+
+
+def render_job_ranks(settings: Settings, allocation: JobAllocation, spec: DirectivesLike, script: str,
+                     kube_nodes: Sequence[str]) -> RenderedJob:
+    """Every allocated node's Pod (rank k on `kube_nodes[k]`) with the attempt's shared objects
+    once: what rank 0 renders besides its Pod (volumes, a large script's ConfigMap)."""
+    first = render_job(settings, allocation, spec, script, kube_node=kube_nodes[0])
+    if len(allocation.nodes) == 1:
+        return first
+    objects = list(first.objects)
+    texts = [first.manifest_yaml]
+    for rank in range(1, len(allocation.nodes)):
+        other = render_job(settings, allocation, spec, script, kube_node=kube_nodes[rank], rank=rank)
+        objects.append(other.pod)
+        texts.append(f"# rank {rank}: its Pod (the objects above are the attempt's, shared)\n"
+                     + yaml.safe_dump(other.pod, sort_keys=False))
+    return RenderedJob(names=first.names, objects=objects, manifest_yaml="\n---\n".join(texts))

@@ -45,7 +45,8 @@ NODE_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "debootstr
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_NETWORK = "skbridge-sandbox"
 BRIDGE_IF = "skbcni0"
-POD_SUBNET = "10.88.0.0/24"
+POD_NETWORK = "10.88.0.0/16"
+"""Every node's Pod subnet (`SandboxNode.pod_subnet`, a /24 each) is in here."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
 NETNS_DIR = Path("/run/netns")
@@ -150,14 +151,16 @@ def _containerd_config(paths: NodePaths) -> str:
 
 
 def _cni_config(paths: NodePaths, node: SandboxNode) -> dict[str, object]:
-    # No gateway address and no masquerading: Pods get an address on a bridge that only
-    # they are on; the node's own interfaces and routes are left alone.
+    # The bridge is the Pods' gateway to the other nodes' Pods (10.88.0.0/16, routed over the
+    # node bridge by `node_net.route_pod_subnets`) and to nothing else: no default route, no
+    # masquerading, so a Pod reaches other Pods and never the host's networks.
     return {
         "cniVersion": "0.4.0", "name": cni_network(node),
         "plugins": [{
-            "type": "bridge", "bridge": BRIDGE_IF, "isGateway": False, "ipMasq": False, "hairpinMode": False,
+            "type": "bridge", "bridge": BRIDGE_IF, "isGateway": True, "isDefaultGateway": False, "ipMasq": False,
+            "hairpinMode": False,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": node.pod_subnet}]],
-                     "dataDir": str(paths.cni_ipam_dir)},
+                     "routes": [{"dst": POD_NETWORK}], "dataDir": str(paths.cni_ipam_dir)},
         }],
     }
 

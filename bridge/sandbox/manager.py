@@ -168,6 +168,8 @@ def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
     for node in layout.namespaced_nodes:
         node_net.ensure_node_netns(node, progress if node in layout.extra_nodes else lambda _m: None)
     node_net.start_loopback_relay(layout, daemons)
+    node_net.remember_forwarding(layout)
+    node_net.route_pod_subnets(layout)
     slurm_cluster.start(layout, daemons, progress)
     kube_cluster.start(layout, daemons, bin_dir, progress)
     api = kube_cluster.admin_api(layout)
@@ -201,6 +203,7 @@ def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
     for node in layout.namespaced_nodes:
         node_net.remove_node_netns(node)
     node_net.remove_bridge()
+    node_net.restore_forwarding(layout)
     strays = kill_strays(layout)
     progress(f"stopped {', '.join(stopped) or 'nothing'}" + (f"; killed {len(strays)} stray process(es)" if strays else ""))
     if purge and layout.root.exists():

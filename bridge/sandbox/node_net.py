@@ -93,6 +93,45 @@ def remove_node_netns(node: SandboxNode) -> None:
         _ip("link", "delete", veth, check=False)
 
 
+def _forward(where: list[str]) -> None:
+    """Routing between the nodes' Pod bridges needs forwarding (the CNI bridge plugin, as a
+    gateway, turns it on on the host anyway; `remember_forwarding` puts the host's back)."""
+    subprocess.run([*where, "sysctl", "-qw", "net.ipv4.ip_forward=1"], capture_output=True, timeout=30, check=False)
+
+
+def route_pod_subnets(layout: SandboxLayout) -> None:
+    """Each node reaches every other real node's Pod subnet through that node's address."""
+    real = layout.nodes
+    for here in real:
+        where = [] if here.netns is None else ["-n", here.netns]
+        _forward([] if here.netns is None else ["nsenter", f"--net={NETNS_DIR / here.netns}", "--"])
+        for there in real:
+            if there is here:
+                continue
+            via = HOST_ADDRESS if there.on_host else there.address
+            dev = HOST_BRIDGE if here.on_host else NODE_IF
+            _ip(*where, "route", "replace", there.pod_subnet, "via", via, "dev", dev)
+
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def remember_forwarding(layout: SandboxLayout) -> None:
+    """Note the host's forwarding setting before the sandbox first changes it."""
+    saved = layout.run_dir / "ip_forward.before"
+    if not saved.exists() and IP_FORWARD.exists():
+        saved.write_text(IP_FORWARD.read_text(encoding="ascii"), encoding="ascii")
+
+
+def restore_forwarding(layout: SandboxLayout) -> None:
+    saved = layout.run_dir / "ip_forward.before"
+    if saved.exists():
+        value = saved.read_text(encoding="ascii").strip()
+        if value in {"0", "1"} and IP_FORWARD.exists():
+            IP_FORWARD.write_text(value, encoding="ascii")
+        saved.unlink()
+
+
 def remove_bridge() -> None:
     if Path(f"/sys/class/net/{HOST_BRIDGE}").exists():
         _ip("link", "delete", HOST_BRIDGE, check=False)

@@ -176,6 +176,7 @@ _STRUCTURED_LINES: dict[str, tuple[str, ...]] = {
     "StartTime": ("StartTime",),
     "Partition": ("Partition",),
     "NodeList": ("NodeList",),
+    "BatchHost": ("BatchHost",),
     "NumNodes": ("NumNodes", "NumCPUs"),
 }
 # Informational, never trusted: the value runs to the end of the line.
@@ -279,11 +280,16 @@ def parse_scontrol_job(text: str) -> JobAllocation:
     uid = int(user_match.group("id")) if user_match else -1
     gid = int(group_match.group("id")) if group_match else -1
     nodes: list[NodeAllocation] = []
-    for item in node_lines:
+    # One line may describe several nodes laid out alike (`Nodes=gpu[01-02] CPU_IDs=0-3 ...`):
+    # each gets its own allocation. The batch host comes first: it is rank 0 of a multi-node job.
+    named = [(name, item) for item in node_lines for name in expand_hostlist(item.get("Nodes", ""))]
+    batch_host = fields.get("BatchHost", "")
+    named.sort(key=lambda pair: pair[0] != batch_host)
+    for name, item in named:
         detail = _GRES_DETAIL.match(item.get("GRES", ""))
-        cpus = _int(fields.get("NumCPUs")) if len(node_lines) == 1 else _cpu_count(item.get("CPU_IDs", ""))
+        cpus = _int(fields.get("NumCPUs")) if len(named) == 1 else _cpu_count(item.get("CPU_IDs", ""))
         nodes.append(NodeAllocation(
-            node=item.get("Nodes", ""), cpus=cpus, memory_mib=_int(item.get("Mem")),
+            node=name, cpus=cpus, memory_mib=_int(item.get("Mem")),
             gpus=int(detail.group("count")) if detail else 0, gpu_type=detail.group("type") if detail else None,
             gpu_indices=tuple(parse_index_list(detail.group("idx"))) if detail else ()))
     return JobAllocation(

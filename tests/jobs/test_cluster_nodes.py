@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.sandbox.images import JOB_IMAGE
 from bridge.sandbox.layout import SandboxNode
 from bridge.slurm.jobinfo import parse_index_list
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.jobs.conftest import Jobs, job_script
 
 SKBRIDGE = str(Path(sys.executable).parent / "skbridge")
@@ -121,3 +122,43 @@ def test_two_jobs_on_two_nodes_get_the_gpu_indices_slurm_gave_each(jobs: Jobs, s
         line = next(line for line in jobs.output_path("skbalice", job_id).read_text().splitlines()
                     if line.startswith("gpus "))
         assert f"NVIDIA=[{indices[job_id][0]}]" in line, (indices, line)
+
+
+SERVER = """
+import socket
+server = socket.create_server(("0.0.0.0", 7000))
+conn, peer = server.accept()
+conn.sendall(f"hello {peer[0]} from {socket.gethostname()}".encode())
+conn.close()
+"""
+CLIENT = """
+import socket, sys
+defaults = [line for line in open("/proc/net/route").read().splitlines()[1:] if line.split()[1] == "00000000"]
+with socket.create_connection((sys.argv[1], 7000), timeout=20) as conn:
+    print(conn.recv(200).decode(), "| default routes:", len(defaults), flush=True)
+"""
+
+
+def test_pods_on_two_nodes_reach_each_other_over_tcp_and_have_no_default_route(
+        sandbox: Sandbox, test_namespace: str, h100_node: SandboxNode) -> None:
+    """What a multi-node job's ranks need: Pod to Pod across nodes, and nothing beyond the Pods."""
+    def pod(name: str, node: str, code: str, *args: str) -> dict[str, object]:
+        return {"metadata": {"name": name}, "spec": {
+            "restartPolicy": "Never", "nodeName": node, "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": JOB_IMAGE, "command": ["python3", "-c", code, *args]}]}}
+
+    core = sandbox.core
+    core.create_namespaced_pod(test_namespace, pod("server", sandbox.node_name, SERVER))
+    wait_for(lambda: core.read_namespaced_pod("server", test_namespace).status.phase == "Running", timeout_s=60,
+             what="the server Pod running")
+    server_ip = core.read_namespaced_pod("server", test_namespace).status.pod_ip
+    core.create_namespaced_pod(test_namespace, pod("client", h100_node.name, CLIENT, server_ip))
+    wait_for(lambda: core.read_namespaced_pod("client", test_namespace).status.phase in {"Succeeded", "Failed"},
+             timeout_s=60, what="the client Pod done")
+    client = core.read_namespaced_pod("client", test_namespace)
+    log = core.read_namespaced_pod_log("client", test_namespace)
+    assert client.status.phase == "Succeeded", log
+    assert f"hello {client.status.pod_ip} from server" in log, log
+    assert "default routes: 0" in log, log
+    assert server_ip.startswith("10.88.0.") and client.status.pod_ip.startswith(
+        h100_node.pod_subnet.rsplit(".", 2)[0]), (server_ip, client.status.pod_ip)

@@ -90,6 +90,13 @@ def test_the_bridges_own_pod_is_admitted(jobs: Jobs) -> None:
     _accepted(jobs.kube, f"/api/v1/namespaces/{jobs.namespace}/pods", _pod(jobs))
 
 
+def test_a_multi_node_rank_pod_is_admitted_with_its_attempts_claims(jobs: Jobs) -> None:
+    """Rank k > 0 of a multi-node job is `<attempt>-rank<k>` and mounts the attempt's claims."""
+    pod = _pod(jobs)
+    pod["metadata"]["name"] = "skb-999999-r0-rank1"
+    _accepted(jobs.kube, f"/api/v1/namespaces/{jobs.namespace}/pods", pod)
+
+
 def _mutations(jobs: Jobs) -> dict[str, Any]:
     def host_path(pod: dict[str, Any]) -> None:
         pod["spec"]["volumes"].append({"name": "root", "hostPath": {"path": "/"}})
@@ -124,23 +131,34 @@ def _mutations(jobs: Jobs) -> dict[str, Any]:
         pod["spec"]["volumes"].append({"name": "token", "projected": {"sources": [
             {"serviceAccountToken": {"path": "token"}}]}})
 
+    def rank_with_other_claim(pod: dict[str, Any]) -> None:
+        # A rank's name reaches its own attempt's claims, never another job's.
+        pod["metadata"]["name"] = "skb-999999-r0-rank1"
+        pod["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"] = "skb-1-r0-home"
+
+    def rank_lookalike_name(pod: dict[str, Any]) -> None:
+        # Only `-rank<digits>` at the end names a rank: this is not the attempt skb-1-r0.
+        pod["metadata"]["name"] = "skb-1-r0-rankx"
+        pod["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"] = "skb-1-r0-home"
+
     def other_downward_field(pod: dict[str, Any]) -> None:
         pod["spec"]["volumes"].append({"name": "meta", "downwardAPI": {"items": [
             {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}})
 
     return {f.__name__: f for f in (host_path, other_claim, as_root, container_as_system_user, privileged, capabilities,
                                     host_network, foreign_name, foreign_configmap, projected_token,
-                                    other_downward_field)}
+                                    other_downward_field, rank_with_other_claim, rank_lookalike_name)}
 
 
 # What Pod Security lets through and only the bridge's policy stops.
 POLICY_ONLY = ("other_claim", "container_as_system_user", "foreign_name", "foreign_configmap", "projected_token",
-               "other_downward_field")
+               "other_downward_field", "rank_with_other_claim", "rank_lookalike_name")
 
 
 @pytest.mark.parametrize("attack", ["host_path", "other_claim", "as_root", "container_as_system_user", "privileged",
                                     "capabilities", "host_network", "foreign_name", "foreign_configmap",
-                                    "projected_token", "other_downward_field"])
+                                    "projected_token", "other_downward_field", "rank_with_other_claim",
+                                    "rank_lookalike_name"])
 def test_a_pod_beyond_what_the_bridge_makes_is_refused(jobs: Jobs, attack: str) -> None:
     pod = _pod(jobs)
     _mutations(jobs)[attack](pod)

@@ -83,7 +83,7 @@ def test_short_options_and_space_separated_values_are_read_as_sbatch_does() -> N
     (("#SBATCH --time=3-00:00:00",), "over-limit"),
     (("#SBATCH --time=UNLIMITED",), "over-limit"),
     (("#SBATCH --array=0-99",), "over-limit"),
-    (("#SBATCH --nodes=2",), "over-limit"),
+    (("#SBATCH --nodes=5",), "over-limit"),
     (("#SBATCH --mem=lots",), "option-value"),
     (("#SBATCH --time=soon",), "option-value"),
     (("#SBATCH --gres=fpga:1",), "option-value"),
