@@ -12,7 +12,11 @@ kubelet's `k8s.io`; the namespace is emptied and removed at the end. After the f
 bridge job's time goes: each batch's mean time in its Slurm slot (sacct) and the prolog's stages
 (the hooks log's `timings_s`); for CPU per process run it under `bench/cpu_by_process.py`.
 
-    .venv/bin/python bench/end_to_end.py [--quick] [--jobs N]
+    .venv/bin/python bench/end_to_end.py [--quick] [--jobs N] [--partition sim]
+
+`--partition sim` runs both batches on the sandbox's simulated nodes (`skbridge sandbox up
+--sim-nodes M`): real slurmds whose Pods kwok plays for the job's 1 s, so the figure is the
+bridge's own cost without the container runtime's (no `ctr run` floor there).
 """
 
 from __future__ import annotations
@@ -106,7 +110,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 jobs (CI smoke test)")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--no-runtime-floor", action="store_true", help="skip the `ctr run` baseline (kwok node)")
+    parser.add_argument("--partition", default=None, help="run both batches there (`sim`: the simulated nodes)")
     args = parser.parse_args()
+    where = [f"--partition={args.partition}"] if args.partition else []
     count = 8 if args.quick else args.jobs
     layout = sandbox()
     settings = load_settings(layout.bridge_config)
@@ -117,17 +123,18 @@ def main() -> None:
     # own jobs stay on the host (bridge.jobfile.routing).
     started = time.monotonic()
     plain = [slurm(layout, "sbatch", "--parsable", "--cpus-per-task=1", "--mem=512M", "--output=/dev/null",
-                   "--chdir=/tmp", "--wrap", "sleep 1").strip()
+                   "--chdir=/tmp", *where, "--wrap", "sleep 1").strip()
              for _ in range(count)]
     baseline_s = wait_all_ended(layout, plain, 600) - started
-    floor = None if args.no_runtime_floor else runtime_floor(layout, count)
+    floor = None if args.no_runtime_floor or args.partition else runtime_floor(layout, count)
 
     # The bridge: the sandbox's own watcher picks the files up from its submit/ folder.
     stamp = time.strftime("%H%M%S")
     names = [f"e2e-{stamp}-{i:04d}.sh" for i in range(count)]
     started = time.monotonic()
     for i, name in enumerate(names):
-        drop(settings.nas.submit_dir, name, job_text(name, env=("SANDBOX_RUN_DURATION=1s",)), users[i % len(users)])
+        drop(settings.nas.submit_dir, name, job_text(name, env=("SANDBOX_RUN_DURATION=1s",), partition=args.partition),
+             users[i % len(users)])
     job_ids: dict[str, str] = {}
     deadline = time.monotonic() + 600
     while len(job_ids) < count and time.monotonic() < deadline:
@@ -143,7 +150,7 @@ def main() -> None:
         time.sleep(0.1)
     bridge_s = max(ended, time.monotonic()) - started
     states = slurm(layout, "sacct", "-n", "-X", "-P", "-o", "State", "-j", ",".join(job_ids.values())).split()
-    print(f"end to end: {count} one-second jobs")
+    print(f"end to end: {count} one-second jobs" + (f" in partition {args.partition}" if args.partition else ""))
     print(f"  plain Slurm jobs        : {baseline_s:7.2f} s")
     print(f"  through the bridge      : {bridge_s:7.2f} s  (drop -> results; {states.count('COMPLETED')} COMPLETED)")
     if floor is not None:
