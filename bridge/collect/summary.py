@@ -31,10 +31,17 @@ def build_summary(
         state = "completed" if collected.exit_code == 0 else "failed" if collected.exit_code is not None else "lost"
     slurm_node = str(ran.get("node") or (node.node if node else "")) or None
     exit_code = collected.exit_code
-    failed_ranks = {rank: code for rank, code in collected.rank_exit_codes.items() if code}
-    if exit_code == 0 and failed_ranks:  # the job fails with its first failing rank, as attach says
-        exit_code = failed_ranks[min(failed_ranks)]
-        state = "failed" if state == "completed" else state
+    if collected.rank_exit_codes:
+        # A multi-node job ends with the rank that failed first (attach stops the others, whose
+        # codes then say only that): Slurm's word when it has one, else the first failing rank.
+        failed_ranks = {rank: code for rank, code in collected.rank_exit_codes.items() if code}
+        slurm_code, _, _ = (allocation.exit_code if allocation else "").partition(":")
+        if slurm_code.isdigit():
+            exit_code = int(slurm_code)
+        elif exit_code == 0 and failed_ranks:
+            exit_code = failed_ranks[min(failed_ranks)]
+        if exit_code is not None and state in ("running", "completed", "lost", None):
+            state = "completed" if exit_code == 0 else "failed"
     ranks = [dict(rank, exit_code=collected.exit_code if rank.get("rank") == 0
                   else collected.rank_exit_codes.get(int(rank.get("rank") or 0)))
              for rank in ran.get("ranks") or []]

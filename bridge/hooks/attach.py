@@ -262,7 +262,11 @@ class _Ranks:
         return all(not thread.is_alive() for thread in self.threads)
 
     def stop(self, grace_s: int) -> None:
-        for pod in self.pods:
+        """Stop the ranks still running; an ended rank's Pod stays for the epilog to collect
+        (the one that failed holds the job's reason)."""
+        with self.lock:
+            running = [pod for rank, pod in enumerate(self.pods, start=1) if rank not in self.ended]
+        for pod in running:
             _stop_pod(pod, grace_s)
 
 

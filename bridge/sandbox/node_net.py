@@ -153,8 +153,17 @@ def _relay_argv(layout: SandboxLayout) -> list[str]:
     return [sys.executable, "-m", "bridge.sandbox.loopback_relay", *ports, *paths]
 
 
+def _stop_socat_relays(layout: SandboxLayout, daemons: Daemons) -> None:
+    """Sandboxes of an earlier version ran a pair of socats per node and port (relay-*, listen-*):
+    they hold the ports the relay listens on."""
+    for pid_file in layout.run_dir.glob("*-skbnode*.pid"):
+        if pid_file.stem.startswith(("relay-", "listen-")):
+            daemons.stop(pid_file.stem)
+
+
 def start_loopback_relay(layout: SandboxLayout, daemons: Daemons) -> None:
     """The relay for every namespaced node; restarted when the set of nodes changed."""
+    _stop_socat_relays(layout, daemons)
     stamp = layout.run_dir / f"{RELAY}.argv"
     argv = _relay_argv(layout)
     wanted = "\0".join(argv)

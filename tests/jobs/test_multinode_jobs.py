@@ -51,18 +51,21 @@ def test_a_two_node_job_runs_a_pod_on_each_node_and_its_ranks_talk_over_tcp(jobs
                 pods_seen[name] = pod["spec"]["nodeName"]
         time.sleep(0.3)
     assert jobs.wait_done(job_id) == ("COMPLETED", "0:0")
-    # One Pod on each node: rank 0 on the batch host.
+    # One Pod on each node: rank 0 on the batch host (where Slurm runs the batch step).
     assert set(pods_seen.values()) == {node.name for node in sandbox.layout.nodes[:2]}, pods_seen
-    assert pods_seen[f"skb-{job_id}-r0"] == sandbox.node_name
-    assert set(_nodes_of(sandbox, job_id).split(",")) >= {sandbox.node_name}
+    detail = sandbox.slurm("scontrol", "show", "job", job_id).stdout
+    batch_host = detail.split("BatchHost=")[1].split()[0]
+    assert pods_seen[f"skb-{job_id}-r0"] == batch_host
+    assert set(_nodes_of(sandbox, job_id).split(",")) == set(pods_seen.values())
+    rank0_subnet = next(node.pod_subnet for node in sandbox.layout.nodes if node.name == batch_host)
     output = jobs.output_path("skbalice", job_id).read_text()
-    assert "rank 0 of 2 nodeid=0 master=10.88." in output, output
+    assert f"rank 0 of 2 nodeid=0 master={rank0_subnet.rsplit('.', 1)[0]}." in output, output
     assert "rank 0 got: hello from rank 1" in output, output
     folder = jobs.results("skbalice", job_id)
     rank1 = (folder / "rank1-pod.log").read_text()
     assert "rank 1 of 2 nodeid=1" in rank1 and "rank 1 got: ack from rank 0" in rank1, rank1
     hostfile = [line for line in output.split("hostfile:")[1].splitlines() if "slots=" in line]
-    assert len(hostfile) == 2 and hostfile[0].startswith("10.88.0."), output
+    assert len(hostfile) == 2 and hostfile[0].startswith(rank0_subnet.rsplit(".", 1)[0] + "."), output
     summary = json.loads((folder / "summary.json").read_text())
     assert [(rank["rank"], rank["exit_code"]) for rank in summary["ranks"]] == [(0, 0), (1, 0)]
     assert summary["state"] == "completed"

@@ -17,7 +17,12 @@ def test_an_array_task_by_its_array_name(service: Service, jobs: Jobs, sandbox: 
              what=f"task {task} completed")
     raw = array_rows(sandbox, array_id)[task]["raw"]
     jobs.wait_no_objects(raw)  # collected by its epilog
+    # squeue says COMPLETING until the epilog has ended, and the API's live state may be
+    # history.live_refresh_s old: the final word comes within seconds.
+    wait_for(lambda: not jobs.completing(raw), timeout_s=60, what=f"task {task}'s epilog done")
     with service.client("skbalice") as alice:
+        wait_for(lambda: alice.get(f"/api/v1/jobs/{task}").json().get("state") == "COMPLETED", timeout_s=30,
+                 what=f"the API's word on {task}")
         job = alice.get(f"/api/v1/jobs/{task}")
         assert job.status_code == 200, job.text
         assert (job.json()["job_id"], job.json()["state"]) == (task, "COMPLETED")

@@ -254,3 +254,24 @@ def test_an_allocation_on_two_nodes_puts_the_batch_host_first(lines: str) -> Non
     assert all(node.memory_mib == 1024 for node in allocation.nodes)
     if "IDX" in lines:
         assert [(n.gpu_type, n.gpu_indices) for n in allocation.nodes] == [("a100", (2,)), ("h100", (1,))]
+
+
+def test_the_summary_takes_slurms_exit_code_when_rank_0_was_stopped(tmp_path: Any) -> None:
+    """Rank 1 failed with 3; attach stopped rank 0 (137) and exited 3, which Slurm records."""
+    records = JobRecords(tmp_path)
+    records.append("9", attempt=0, state="running", reason="", pod="skb-9-r0",
+                   ranks=[{"rank": 0, "pod": "skb-9-r0"}, {"rank": 1, "pod": "skb-9-r0-rank1"}])
+    collected = Collected(exit_code=None, pod=None, rank_exit_codes={1: 3})
+    summary = build_summary(job_id="9", user="alice", collected=collected, records=records,
+                            allocation=replace(TWO_NODES, exit_code="3:0"), image=None, kube_node_of={},
+                            collected_by="epilog")
+    assert (summary["exit_code"], summary["state"]) == (3, "failed")
+
+
+def test_stopping_the_ranks_keeps_the_pod_of_one_that_ended() -> None:
+    job = FakeJob(3)
+    result, _out = _follow(job)
+    job.rank(2).end(5)
+    assert _wait(result) == 5
+    assert job.rank(0).deleted and job.rank(1).deleted
+    assert not job.rank(2).deleted, "the failed rank's Pod stays: its log is the job's reason"
