@@ -177,7 +177,7 @@ def time_commands(layout: SandboxLayout, probe: str, reps: int) -> dict[str, lis
     return timings
 
 
-def run_jobs(layout: SandboxLayout, settings: Settings, count: int, phase: Phase) -> None:
+def run_jobs(layout: SandboxLayout, settings: Settings, count: int, phase: Phase, partition: str | None = None) -> None:
     """`count` small real jobs one after another; their prolog timings from the hooks log."""
     user = ensure_users()[0]
     home = settings.nas.home_root / user.pw_name
@@ -185,7 +185,9 @@ def run_jobs(layout: SandboxLayout, settings: Settings, count: int, phase: Phase
     script = home / "bench-queue-scale.sh"
     script.write_text(SCRIPT)
     for _ in range(count):
-        job_id = slurm(layout, "sbatch", "--parsable", f"--chdir={home}", str(script), user=user.pw_name).strip()
+        where = [f"--partition={partition}"] if partition else []
+        job_id = slurm(layout, "sbatch", "--parsable", f"--chdir={home}", *where, str(script),
+                       user=user.pw_name).strip()
         wait_all_ended(layout, [job_id], 180)
         timings = None
         for _attempt in range(50):
@@ -231,8 +233,9 @@ def memory(layout: SandboxLayout, moment: str) -> dict[str, Memory]:
     return found
 
 
-def measure(layout: SandboxLayout, settings: Settings, queue: HeldQueue, phase: Phase, jobs: int, reps: int) -> None:
-    run_jobs(layout, settings, jobs, phase)
+def measure(layout: SandboxLayout, settings: Settings, queue: HeldQueue, phase: Phase, jobs: int, reps: int,
+            partition: str | None = None) -> None:
+    run_jobs(layout, settings, jobs, phase, partition)
     phase.commands = time_commands(layout, queue.ids[0], reps)
 
 
@@ -272,6 +275,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=12, help="real jobs per phase")
     parser.add_argument("--headroom", type=int, default=300,
                         help="job records left free below MaxJobCount for everyone else")
+    parser.add_argument("--partition", default=None,
+                        help="run the measured jobs there (`sim`: the simulated nodes of `sandbox up --sim-nodes M`)")
     args = parser.parse_args()
     target, jobs, reps = (40, 2, 3) if args.quick else (args.queued, args.jobs, 20)
     layout = sandbox()
@@ -286,13 +291,13 @@ def main() -> None:
     try:
         queue.grow_to(10)
         small = Phase(queued=queue.live())
-        measure(layout, settings, queue, small, jobs, reps)
+        measure(layout, settings, queue, small, jobs, reps, args.partition)
         samples.append(memory(layout, f"{small.queued} queued"))
         submit_s = queue.grow_to(target)
         large = Phase(queued=queue.live())
         samples.append(memory(layout, "filled"))
         passes = reaper_passes(settings)
-        measure(layout, settings, queue, large, jobs, reps)
+        measure(layout, settings, queue, large, jobs, reps, args.partition)
         passes = reaper_passes(settings) - passes
         samples.append(memory(layout, f"{large.queued} queued"))
     finally:
