@@ -16,8 +16,11 @@ $(BIN)/skbridge: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# `make sandbox SANDBOX_NODES="--nodes 3 --sim-nodes 100"`; empty: as many as the last `up` (first: 2 nodes).
+SANDBOX_NODES ?=
+
 sandbox: $(BIN)/skbridge
-	$(BIN)/skbridge sandbox up
+	$(BIN)/skbridge sandbox up $(SANDBOX_NODES)
 	$(BIN)/skbridge sandbox demo
 
 sandbox-down: $(BIN)/skbridge

@@ -41,7 +41,7 @@ from bridge.sandbox.pki import SandboxPKI
 from bridge.sandbox.procs import Daemons, wait_until
 
 COMPONENTS = ("containerd", "kubelet", "node-keeper")
-NODE_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "debootstrap", "socat")
+NODE_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "debootstrap")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_NETWORK = "skbridge-sandbox"
 BRIDGE_IF = "skbcni0"
@@ -92,7 +92,7 @@ class NodePaths:
 def missing_tools() -> list[str]:
     tools = [Path("/usr/bin/containerd"), Path("/usr/bin/containerd-shim-runc-v2"), Path("/usr/bin/ctr"),
              Path("/usr/sbin/runc"), CNI_BIN_DIR / "bridge", CNI_BIN_DIR / "host-local", CNI_BIN_DIR / "loopback",
-             Path("/usr/sbin/debootstrap"), Path("/usr/bin/socat")]
+             Path("/usr/sbin/debootstrap")]
     return [str(tool) for tool in tools if not os.access(tool, os.X_OK)]
 
 
