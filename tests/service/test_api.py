@@ -187,7 +187,7 @@ def test_cancel_as_the_owner_only(service: Service, jobs: Jobs) -> None:
 def test_an_invalid_job_file_gets_the_validators_problems(service: Service, jobs: Jobs) -> None:
     jobs.home("skbalice")
     with service.client("skbalice") as alice:
-        answer = alice.post("/api/v1/jobs", json={"script": "#!/bin/bash\n#SBATCH --nodes=4\necho no image\n"})
+        answer = alice.post("/api/v1/jobs", json={"script": "#!/bin/bash\n#SBATCH --nodes=9\necho no image\n"})
         filters = alice.get("/api/v1/jobs", params={"state": "CD", "limit": 2, "offset": 1}).json()
         bad_since = alice.get("/api/v1/jobs", params={"since": "--allusers"})
     assert answer.status_code == 422

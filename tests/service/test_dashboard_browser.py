@@ -130,7 +130,7 @@ def test_bob_cancels_from_the_ui_and_bad_files_show_the_reasons(dashboard: Servi
     sign_in(browser, url, "skbbob")
 
     # A file the validator refuses: the form comes back with the reasons, nothing is submitted.
-    submit_through_form(browser, url, "#!/bin/bash\n#SBATCH --nodes=4\necho no image\n", "bad.sh")
+    submit_through_form(browser, url, "#!/bin/bash\n#SBATCH --nodes=9\necho no image\n", "bad.sh")
     problems = wait(browser).until(ec.presence_of_element_located((By.ID, "problems")))
     assert "not submitted" in problems.text and problems.find_elements(By.TAG_NAME, "li")
     screenshot(browser, "dashboard-submit-refused")

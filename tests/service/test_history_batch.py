@@ -88,7 +88,7 @@ def test_a_failing_job_is_listed_failed_with_its_exit_code_and_pages_by_cursor(s
         assert after["jobs"][0]["job_id"] == first
 
 
-BAD = "#!/bin/bash\n#SBATCH --nodes=4\necho four nodes\n"
+BAD = "#!/bin/bash\n#SBATCH --nodes=9\necho nine nodes: over policy.max_nodes\n"
 
 
 def test_a_batch_submits_each_valid_file_and_says_why_the_others_were_refused(service: Service, jobs: Jobs) -> None:
