@@ -20,7 +20,7 @@ from bridge.collect.results import write_atomic
 from bridge.kubernetes.client import Kube, KubeError
 from bridge.kubernetes.objects import object_path
 from bridge.kubernetes.podstatus import job_termination
-from bridge.kubernetes.render import HOME_MOUNT_PATH
+from bridge.kubernetes.render import HOME_MOUNT_PATH, ObjectNames
 from bridge.log import get_logger
 from bridge.settings import Settings
 
@@ -85,9 +85,9 @@ def collect_pod(kube: Kube, namespace: str, pod_name: str, *, expect_labels: dic
 
 def rank_pods_of(pod_names: Sequence[str], rank0: str) -> list[str]:
     """Rank 0's fellow Pods among `pod_names` (`<rank0>-rank<k>`), in rank order."""
-    prefix = f"{rank0}-rank"
-    ranks = [name for name in pod_names if name.startswith(prefix) and name[len(prefix):].isdigit()]
-    return sorted(ranks, key=lambda name: int(name[len(prefix):]))
+    ranks = [(rank, name) for name in pod_names for stem, rank in [ObjectNames.split_rank(name)]
+             if stem == rank0 and rank > 0]
+    return [name for _rank, name in sorted(ranks)]
 
 
 def collect_ranks(kube: Kube, namespace: str, rank_pods: Sequence[str], into: Collected, *,

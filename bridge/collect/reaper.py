@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import calendar
 import pwd
-import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from bridge.kubernetes.render import (
     LABEL_MANAGED_BY,
     LABEL_USER,
     MANAGED_BY,
+    ObjectNames,
 )
 from bridge.log import get_logger
 from bridge.settings import Settings
@@ -43,7 +43,6 @@ from bridge.slurm.identity import IdentityError, verify_owner
 from bridge.slurm.jobinfo import array_task_name
 from bridge.slurm.vocabulary import LIVE_STATES, base_state, timestamp_s
 
-_RANK_POD = re.compile(r"-rank[0-9]+$")
 log = get_logger(component="reaper")
 
 
@@ -144,8 +143,7 @@ def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: 
     if (job_dir / SUMMARY_FILE).exists():
         return  # the epilog collected; only its teardown was missing
     # The last attempt's rank 0 (a multi-node job's other ranks are `<rank 0>-rank<k>`).
-    # The last attempt's rank 0 (a multi-node job's other ranks are `<rank 0>-rank<k>`).
-    pod = (sorted(name for name in job.pods if not _RANK_POD.search(name)) or sorted(job.pods))[-1]
+    pod = (sorted(name for name in job.pods if ObjectNames.split_rank(name)[1] == 0) or sorted(job.pods))[-1]
     expect = {LABEL_JOB_ID: job.job_id, LABEL_USER: job.user}
     collected = collect_pod(kube, settings.kubernetes.namespace, pod, expect_labels=expect)
     collect_ranks(kube, settings.kubernetes.namespace, rank_pods_of(sorted(job.pods), pod), collected,

@@ -248,6 +248,10 @@ class _Ranks:
         with self.lock:
             self.ended[rank] = final
 
+    def describe(self, failure: tuple[int, int, str]) -> str:
+        rank, code, reason = failure
+        return f"rank {rank} (Pod {self.pods[rank - 1].pod}) ended with exit code {code}{f' ({reason})' if reason else ''}"
+
     def first_failure(self) -> tuple[int, int, str] | None:
         """(rank, exit code, reason) of the first rank that ended badly, if any."""
         with self.lock:
@@ -304,14 +308,12 @@ def follow_pod(pod: PodAccess, job_id: str, grace_s: int, out: BinaryIO, signals
     failed = ranks.first_failure() if ranks is not None else None
     if failed is not None and waiter.is_alive():
         assert ranks is not None
-        rank, code, reason = failed
-        _say(out, f"rank {rank} (Pod {ranks.pods[rank - 1].pod}) ended with exit code {code}"
-                  f"{f' ({reason})' if reason else ''}: stopping the job's other ranks")
+        _say(out, f"{ranks.describe(failed)}: stopping the job's other ranks")
         _stop_pod(pod, grace_s)
         ranks.stop(grace_s)
         waiter.join(timeout=grace_s + 5)
         _finish_log(pod, copy, follower)
-        return code
+        return failed[1]
     final = result[0] if result else None
     _finish_log(pod, copy, follower)
     if final is None:
@@ -334,9 +336,8 @@ def follow_pod(pod: PodAccess, job_id: str, grace_s: int, out: BinaryIO, signals
         ranks.stop(grace_s)
     failed = ranks.first_failure()
     if failed is not None and code == 0:
-        rank, code, reason = failed
-        _say(out, f"rank {rank} (Pod {ranks.pods[rank - 1].pod}) ended with exit code {code}"
-                  f"{f' ({reason})' if reason else ''}")
+        _say(out, ranks.describe(failed))
+        return failed[1]
     return code
 
 

@@ -128,13 +128,13 @@ def collect_job(settings: Settings, kube: Kube, allocation: JobAllocation, scrip
     job_dir = ensure_results_dir(settings.nas, allocation.user, uid, gid, allocation.results_name)
     # The Pod of the attempt that ran (a requeued job's restart count has moved on already),
     # from root's record; its labels must name this job and this user.
-    pod_name = str(records.last_run(allocation.job_id).get("pod") or
-                   ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod)
+    ran = records.last_run(allocation.job_id)
+    pod_name = str(ran.get("pod") or ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod)
     structlog.contextvars.bind_contextvars(pod=pod_name)
     expect = {LABEL_JOB_ID: allocation.job_id, LABEL_USER: allocation.user}
     try:
         collected = collect_pod(kube, settings.kubernetes.namespace, pod_name, expect_labels=expect)
-        rank_pods = [str(rank["pod"]) for rank in records.last_run(allocation.job_id).get("ranks") or []][1:]
+        rank_pods = [str(rank["pod"]) for rank in ran.get("ranks") or []][1:]
         collect_ranks(kube, settings.kubernetes.namespace, rank_pods, collected, expect_labels=expect)
     except BridgeError as exc:
         collected = Collected(notes=[f"Kubernetes unavailable while collecting: {exc}"])

@@ -36,12 +36,11 @@ from bridge.kubernetes.objects import (
     create_objects,
     delete_objects,
     list_job_objects,
-    open_start_gate,
     wait_gone,
     wait_pod_ready,
 )
 from bridge.kubernetes.render import LABEL_RESTART, ObjectNames, render_job_ranks
-from bridge.kubernetes.rendezvous import open_all_gates, rank_addresses
+from bridge.kubernetes.rendezvous import Rank, check_addresses, open_all_gates
 from bridge.log import get_logger
 from bridge.settings import Settings
 from bridge.slurm.commands import run_slurm
@@ -255,17 +254,18 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         timings.mark("kube_access")
         # All ranks or none: the ranks' Pods come up side by side, so waiting for each in turn
         # costs the slowest one's time.
-        for rank, pod_name in enumerate(rendered.pod_names):
+        ranks: list[Rank] = []
+        for pod_name, item in zip(rendered.pod_names, allocation.nodes, strict=True):
             verdict = wait_pod_ready(kube, kube_settings.namespace, pod_name,
                                      timeout_s=kube_settings.pod_ready_timeout_s,
                                      unschedulable_grace_s=kube_settings.unschedulable_grace_s)
             if not verdict.ready:
                 if other_pods:
-                    verdict = replace(verdict, reason=f"rank {rank} ({allocation.nodes[rank].node}): {verdict.reason}")
+                    verdict = replace(verdict, reason=f"rank {len(ranks)} ({item.node}): {verdict.reason}")
                 break
-        ranks = (rank_addresses(kube, kube_settings.namespace, rendered.pod_names,
-                                [item.cpus for item in allocation.nodes])
-                 if other_pods and verdict.ready else [])
+            ranks.append(Rank(pod_name, verdict.address, item.cpus))
+        if verdict.ready:
+            check_addresses(ranks)
         timings.mark("kube_wait_ready")
     except KubeRejected as exc:
         _cleanup(kube, settings, allocation, made)
@@ -290,7 +290,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     multi = {"ranks": [{"rank": k, "pod": rank.pod, "address": rank.address, "node": item.node,
                         "kube_node": kube_nodes[k], "cpus": item.cpus, "gpus": item.gpus,
                         "gpu_indices": list(item.gpu_indices)}
-                       for k, (rank, item) in enumerate(zip(ranks, allocation.nodes, strict=True))]} if ranks else {}
+                       for k, (rank, item) in enumerate(zip(ranks, allocation.nodes, strict=True))]} if other_pods else {}
     note("running", "", pod=rendered.names.pod, node=node.node, kube_node=kube_node, cpus=node.cpus,
          memory_mib=node.memory_mib, gpus=node.gpus, gpu_type=node.gpu_type, gpu_indices=list(node.gpu_indices),
          **array, **multi,
@@ -308,10 +308,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
                   "the script was not started")
         return EXIT_REQUEUE
     try:
-        if ranks:
-            open_all_gates(kube, kube_settings.namespace, ranks)
-        else:
-            open_start_gate(kube, kube_settings.namespace, rendered.names.pod)
+        open_all_gates(kube, kube_settings.namespace, ranks)
     except BridgeError as exc:
         _cleanup(kube, settings, allocation, made)
         return requeue(f"cannot start the job's script in its Pod: {exc}", cause="kube_error")

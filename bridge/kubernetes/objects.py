@@ -221,6 +221,8 @@ class PodVerdict:
     ready: bool
     reason: str = ""
     permanent: bool = False
+    address: str | None = None
+    """A Ready Pod's address (status.podIP): a multi-node job's rendezvous needs no second read."""
 
 
 _FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
@@ -233,7 +235,8 @@ def judge_pod(pod: dict[str, Any], *, unschedulable_for_s: float, unschedulable_
     phase = status.get("phase")
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     if phase in ("Succeeded", "Failed") or conditions.get("Ready", {}).get("status") == "True":
-        return PodVerdict(ready=True)  # a short job may finish before we look: attach reports it
+        # A short job may finish before we look: attach reports it.
+        return PodVerdict(ready=True, address=status.get("podIP"))
     for container in status.get("containerStatuses") or []:
         waiting = (container.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _FATAL_WAITING:

@@ -43,6 +43,7 @@ MASTER_PORT = 29500
 # Kubernetes allows 256 KiB of annotations per object; a larger script goes in a ConfigMap.
 SCRIPT_ANNOTATION_MAX_BYTES = 192 * 1024
 HOME_MOUNT_PATH = "/workspace"
+RANK_SUFFIX = "-rank"
 
 
 class MountLike(Protocol):
@@ -84,8 +85,17 @@ class ObjectNames:
         """A multi-node job's rank k > 0 has its own Pod (`<attempt>-rank<k>`); the volumes,
         the script's ConfigMap and the account are the attempt's, shared by all ranks."""
         base = f"skb-{job_id}-r{restart_count}"
-        return cls(pod=base if rank == 0 else f"{base}-rank{rank}", configmap=base, home_claim=f"{base}-home",
+        return cls(pod=base if rank == 0 else f"{base}{RANK_SUFFIX}{rank}", configmap=base, home_claim=f"{base}-home",
                    attempt=base)
+
+    @staticmethod
+    def split_rank(pod_name: str) -> tuple[str, int]:
+        """`skb-7-r0-rank2` -> ("skb-7-r0", 2); rank 0's Pod (the attempt's own name) -> (name, 0).
+        deploy/kubernetes/20-admission.yaml reads the names the same way."""
+        stem, found, number = pod_name.rpartition(RANK_SUFFIX)
+        if found and number.isdigit() and not number.startswith("0"):
+            return stem, int(number)
+        return pod_name, 0
 
     @property
     def service_account(self) -> str:

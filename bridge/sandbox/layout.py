@@ -124,6 +124,11 @@ class SandboxLayout:
         return self.nodes[1:]
 
     @property
+    def slurm_nodes(self) -> tuple[SandboxNode, ...]:
+        """Every node Slurm has: the real ones, then the simulated ones."""
+        return self.nodes + self.sim_nodes
+
+    @property
     def namespaced_nodes(self) -> tuple[SandboxNode, ...]:
         """Every node with a network namespace of its own: the extra and the simulated ones."""
         return self.extra_nodes + self.sim_nodes

@@ -160,13 +160,10 @@ def _up(layout: SandboxLayout, progress: ProgressFn) -> float:
     layout.slurm_dir.mkdir(parents=True, exist_ok=True)
     if slurm_cluster.write_config(layout, hooks=_write_hook_wrappers(layout)) and daemons.running("slurmctld"):
         progress("slurm.conf changed: restarting slurmctld and the slurmds")
-        for node in layout.nodes + layout.sim_nodes:
+        for node in layout.slurm_nodes:
             daemons.stop(slurm_cluster.slurmd_daemon(node))
         daemons.stop("slurmctld")
-    if layout.sim_nodes:
-        progress(f"network namespaces of {len(layout.sim_nodes)} simulated node(s)")
-    for node in layout.namespaced_nodes:
-        node_net.ensure_node_netns(node, progress if node in layout.extra_nodes else lambda _m: None)
+    node_net.ensure_network(layout, progress)
     node_net.start_loopback_relay(layout, daemons)
     node_net.remember_forwarding(layout)
     node_net.route_pod_subnets(layout)
@@ -213,7 +210,7 @@ def _down(layout: SandboxLayout, progress: ProgressFn, *, purge: bool) -> None:
 
 def _removed_nodes(layout: SandboxLayout) -> list[SandboxNode]:
     """Extra and simulated nodes an earlier `up` started that this layout no longer has."""
-    kept = {node.name for node in layout.nodes + layout.sim_nodes}
+    kept = {node.name for node in layout.slurm_nodes}
     found: dict[str, SandboxNode] = {}
     for pid_file in layout.run_dir.glob("slurmd-skb*.pid"):
         name = pid_file.stem.removeprefix("slurmd-")

@@ -56,6 +56,17 @@ def netns_exists(node: SandboxNode) -> bool:
     return node.netns is not None and (NETNS_DIR / node.netns).exists()
 
 
+def ensure_network(layout: SandboxLayout, progress: ProgressFn) -> None:
+    """The host bridge, then every namespaced node on it (idempotent)."""
+    if not layout.namespaced_nodes:
+        return
+    _ensure_bridge()
+    if layout.sim_nodes:
+        progress(f"network namespaces of {len(layout.sim_nodes)} simulated node(s)")
+    for node in layout.namespaced_nodes:
+        _ensure_node_netns(node, progress if node in layout.extra_nodes else lambda _message: None)
+
+
 def _ensure_bridge() -> None:
     if not Path(f"/sys/class/net/{HOST_BRIDGE}").exists():
         _ip("link", "add", HOST_BRIDGE, "type", "bridge")
@@ -66,10 +77,9 @@ def _ensure_bridge() -> None:
     _ip("link", "set", HOST_BRIDGE, "up")
 
 
-def ensure_node_netns(node: SandboxNode, progress: ProgressFn) -> None:
+def _ensure_node_netns(node: SandboxNode, progress: ProgressFn) -> None:
     """The node's namespace, its veth on the host bridge, its address and loopback (idempotent)."""
     assert node.netns is not None
-    _ensure_bridge()
     if not netns_exists(node):
         progress(f"creating network namespace {node.netns} ({node.address})")
         _ip("netns", "add", node.netns)
@@ -93,18 +103,18 @@ def remove_node_netns(node: SandboxNode) -> None:
         _ip("link", "delete", veth, check=False)
 
 
-def _forward(where: list[str]) -> None:
-    """Routing between the nodes' Pod bridges needs forwarding (the CNI bridge plugin, as a
-    gateway, turns it on on the host anyway; `remember_forwarding` puts the host's back)."""
-    subprocess.run([*where, "sysctl", "-qw", "net.ipv4.ip_forward=1"], capture_output=True, timeout=30, check=False)
-
-
 def route_pod_subnets(layout: SandboxLayout) -> None:
-    """Each node reaches every other real node's Pod subnet through that node's address."""
+    """Each node reaches every other real node's Pod subnet through that node's address.
+
+    Routing between the Pod bridges needs forwarding on every node (the CNI bridge plugin, as
+    a gateway, turns it on on the host anyway; `remember_forwarding` puts the host's back)."""
     real = layout.nodes
+    if len(real) < 2:
+        return
     for here in real:
         where = [] if here.netns is None else ["-n", here.netns]
-        _forward([] if here.netns is None else ["nsenter", f"--net={NETNS_DIR / here.netns}", "--"])
+        subprocess.run(in_node(here, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]), capture_output=True, timeout=30,
+                       check=False)
         for there in real:
             if there is here:
                 continue

@@ -110,7 +110,7 @@ def render_slurm_conf(layout: SandboxLayout, *, hooks: dict[str, str] | None = N
     lines += [
         f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} RealMemory={n.memory_mib} "
         f"Gres=gpu:{n.gpu_type}:{n.gpus} Weight={n.weight} State=UNKNOWN"
-        for n in layout.nodes + layout.sim_nodes
+        for n in layout.slurm_nodes
     ]
     lines += [
         f"PartitionName=gpu Nodes={all_nodes} Default=YES MaxTime=7-00:00:00 State=UP",
@@ -131,7 +131,7 @@ def gpu_device_dir(layout: SandboxLayout, node: SandboxNode) -> Path:
 def render_gres_conf(layout: SandboxLayout) -> str:
     lines = ["# Fake GPUs: placeholder files stand in for /dev/nvidiaN.", "AutoDetect=off"]
     lines += [f"NodeName={n.name} Name=gpu Type={n.gpu_type} File={gpu_device_dir(layout, n)}/nvidia[0-{n.gpus - 1}]"
-              for n in layout.nodes + layout.sim_nodes]
+              for n in layout.slurm_nodes]
     return "\n".join(lines) + "\n"
 
 
@@ -143,7 +143,7 @@ def write_config(layout: SandboxLayout, *, hooks: dict[str, str] | None = None) 
     """Write slurm.conf and gres.conf; True when either changed."""
     for sub in ("state/ctld", "dev"):
         (layout.slurm_dir / sub).mkdir(parents=True, exist_ok=True)
-    for node in layout.nodes + layout.sim_nodes:
+    for node in layout.slurm_nodes:
         (layout.slurm_dir / "state" / f"slurmd-{node.name}").mkdir(parents=True, exist_ok=True)
         devices = gpu_device_dir(layout, node)
         devices.mkdir(parents=True, exist_ok=True)
@@ -189,15 +189,19 @@ def node_state(layout: SandboxLayout, node: SandboxNode | None = None) -> str:
     return lines[0] if lines else ""
 
 
-def _registered(layout: SandboxLayout, node: SandboxNode) -> Callable[[], bool]:
-    return lambda: node_state(layout, node).rstrip("*") in {"idle", "mixed", "allocated", "completing"}
+REGISTERED_STATES = {"idle", "mixed", "allocated", "completing"}
 
 
 def _unregistered(layout: SandboxLayout, nodes: tuple[SandboxNode, ...]) -> list[str]:
+    """Which of `nodes` have no slurmd registered with slurmctld yet (one sinfo for all)."""
     out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env=slurm_env(layout), capture_output=True, text=True,
                          timeout=30, check=False)
     states = dict(line.split(None, 1) for line in out.stdout.splitlines() if " " in line)
-    return [n.name for n in nodes if states.get(n.name, "").rstrip("*") not in {"idle", "mixed", "allocated", "completing"}]
+    return [n.name for n in nodes if states.get(n.name, "").rstrip("*") not in REGISTERED_STATES]
+
+
+def _registered(layout: SandboxLayout, node: SandboxNode) -> Callable[[], bool]:
+    return lambda: not _unregistered(layout, (node,))
 
 
 def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None:
@@ -216,7 +220,7 @@ def start(layout: SandboxLayout, daemons: Daemons, progress: ProgressFn) -> None
     records = []
     if layout.sim_nodes:
         progress(f"starting the slurmds of {len(layout.sim_nodes)} simulated node(s)")
-    for node in layout.nodes + layout.sim_nodes:
+    for node in layout.slurm_nodes:
         if node in layout.nodes:
             progress(f"starting slurmd ({node.name})")
         argv = in_node(node, ["/usr/sbin/slurmd", "-D", "-f", str(layout.slurm_conf), "-N", node.name], hostname=True)
@@ -256,7 +260,7 @@ def stop(layout: SandboxLayout, daemons: Daemons) -> list[str]:
         # that hold the node's resources. Pending jobs stay queued.
         subprocess.run(["scancel", "--state=RUNNING", "--full"], env=slurm_env(layout), capture_output=True,
                        timeout=30, check=False)
-    slurmds = [slurmd_daemon(node) for node in layout.nodes + layout.sim_nodes]
+    slurmds = [slurmd_daemon(node) for node in layout.slurm_nodes]
     stopped = [name for name in (*slurmds, "slurmctld") if daemons.stop(name)]
     stopped += accounting.stop(daemons)
     stopped += [name for name in ("munged",) if daemons.stop(name)]

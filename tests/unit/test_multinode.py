@@ -15,10 +15,18 @@ import pytest
 from bridge.collect.collector import Collected, rank_pods_of
 from bridge.collect.records import JobRecords
 from bridge.collect.summary import build_summary
+from bridge.errors import TemporaryError
 from bridge.hooks.attach import _Signals, follow_pod
 from bridge.kubernetes.access import attach_identity
-from bridge.kubernetes.render import ANNOTATION_HOSTFILE, ANNOTATION_RENDEZVOUS, MASTER_PORT, render_job_ranks
-from bridge.kubernetes.rendezvous import Rank, rendezvous_annotations
+from bridge.kubernetes.objects import PodVerdict, judge_pod
+from bridge.kubernetes.render import (
+    ANNOTATION_HOSTFILE,
+    ANNOTATION_RENDEZVOUS,
+    MASTER_PORT,
+    ObjectNames,
+    render_job_ranks,
+)
+from bridge.kubernetes.rendezvous import Rank, check_addresses, rendezvous_annotations
 from bridge.slurm.jobinfo import NodeAllocation
 from tests.unit.test_render import REFERENCE, SCRIPT, Directives, reference_settings
 
@@ -82,6 +90,26 @@ def test_the_rendezvous_names_rank_0_and_lists_every_rank_in_order() -> None:
     annotations = rendezvous_annotations(ranks)
     assert annotations[ANNOTATION_RENDEZVOUS] == "MASTER_ADDR=10.88.0.4\n"
     assert annotations[ANNOTATION_HOSTFILE] == "10.88.0.4 slots=8\n10.88.1.7 slots=4\n"
+
+
+@pytest.mark.parametrize(("name", "split"), [
+    ("skb-7-r0", ("skb-7-r0", 0)), ("skb-7-r0-rank1", ("skb-7-r0", 1)), ("skb-7-r1-rank12", ("skb-7-r1", 12)),
+    ("skb-7-r0-rankx", ("skb-7-r0-rankx", 0)), ("skb-7-r0-rank01", ("skb-7-r0-rank01", 0)),
+    ("skb-7-r0-rank", ("skb-7-r0-rank", 0)),
+])
+def test_a_pod_name_says_its_attempt_and_rank_as_admission_reads_it(name: str, split: tuple[str, int]) -> None:
+    assert ObjectNames.split_rank(name) == split
+
+
+def test_a_ready_verdict_carries_the_pods_address() -> None:
+    ready = {"status": {"phase": "Running", "podIP": "10.88.1.9", "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert judge_pod(ready, unschedulable_for_s=0, unschedulable_grace_s=3) == PodVerdict(True, address="10.88.1.9")
+
+
+def test_a_multi_node_rank_without_an_address_is_tried_again_and_one_rank_needs_none() -> None:
+    check_addresses([Rank("skb-1-r0", None, 1)])
+    with pytest.raises(TemporaryError):
+        check_addresses([Rank("skb-1-r0", "10.88.0.4", 1), Rank("skb-1-r0-rank1", None, 1)])
 
 
 def test_rank_pods_are_found_in_rank_order() -> None:
