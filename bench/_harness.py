@@ -204,9 +204,10 @@ def summarize(values: list[float]) -> str:
             f"mean {statistics.fmean(values) * 1000:.0f} ms (n={len(values)})")
 
 
-def job_text(name: str, *, body: str = "echo hello", env: tuple[str, ...] = (), partition: str | None = None) -> str:
+def job_text(name: str, *, body: str = "echo hello", env: tuple[str, ...] = (), partition: str | None = None,
+             cpus: int = 1) -> str:
     """A job for the sandbox's real node; SANDBOX_RUN_DURATION= in `env` also becomes its own sleep."""
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", "#SBATCH --cpus-per-task=1", "#SBATCH --mem=512M",
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --cpus-per-task={cpus}", "#SBATCH --mem=512M",
              "#SBATCH --time=00:10:00", *([f"#SBATCH --partition={partition}"] if partition else []),
              f"#K8S_IMAGE={JOB_IMAGE}", *(f"#K8S_ENV={e}" for e in env), body]
     lines += [f"sleep {e.split('=', 1)[1]}" for e in env if e.startswith("SANDBOX_RUN_DURATION=")]

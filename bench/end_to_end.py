@@ -12,11 +12,16 @@ kubelet's `k8s.io`; the namespace is emptied and removed at the end. After the f
 bridge job's time goes: each batch's mean time in its Slurm slot (sacct) and the prolog's stages
 (the hooks log's `timings_s`); for CPU per process run it under `bench/cpu_by_process.py`.
 
-    .venv/bin/python bench/end_to_end.py [--quick] [--jobs N] [--partition sim]
+    .venv/bin/python bench/end_to_end.py [--quick] [--jobs N] [--partition sim] [--cpus-per-job K]
 
 `--partition sim` runs both batches on the sandbox's simulated nodes (`skbridge sandbox up
 --sim-nodes M`): real slurmds whose Pods kwok plays for the job's 1 s, so the figure is the
 bridge's own cost without the container runtime's (no `ctr run` floor there).
+
+`--cpus-per-job K` gives every job of every batch K CPUs, so fewer run at once (a node of C
+CPUs takes C/K): on a machine whose CPUs the control plane, Slurm and the jobs share, that is
+the difference between measuring the bridge's latency per job (few at once, CPUs to spare)
+and its CPU cost per job (every slot full, the CPUs saturated).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def _ctr_cleanup(layout: SandboxLayout) -> None:
         time.sleep(0.5)
 
 
-def runtime_floor(layout: SandboxLayout, count: int) -> tuple[float, list[str]]:
+def runtime_floor(layout: SandboxLayout, count: int, cpus: int) -> tuple[float, list[str]]:
     """The same one-second script, each as a root Slurm job running it with `ctr run --rm` in the job image."""
     subprocess.run(_ctr(layout, "images", "import", str(archive_path(JOB_IMAGE))), capture_output=True, text=True,
                    timeout=300, check=True)
@@ -78,7 +83,7 @@ def runtime_floor(layout: SandboxLayout, count: int) -> tuple[float, list[str]]:
             # Constant text only (no user input reaches this shell line).
             run = " ".join(_ctr(layout, "run", "--rm", "--memory-limit", str(512 << 20), JOB_IMAGE,
                                 f"skb-floor-{stamp}-{index:04d}", "/bin/bash", "-c", "'echo hello; sleep 1'"))
-            ids.append(slurm(layout, "sbatch", "--parsable", "--cpus-per-task=1", "--mem=512M", "--output=/dev/null",
+            ids.append(slurm(layout, "sbatch", "--parsable", f"--cpus-per-task={cpus}", "--mem=512M", "--output=/dev/null",
                              "--chdir=/tmp", "--wrap", run).strip())
         ended = wait_all_ended(layout, ids, 600) - started
         states = slurm(layout, "sacct", "-n", "-X", "-P", "-o", "State", "-j", ",".join(ids)).split()
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--no-runtime-floor", action="store_true", help="skip the `ctr run` baseline (kwok node)")
     parser.add_argument("--partition", default=None, help="run both batches there (`sim`: the simulated nodes)")
+    parser.add_argument("--cpus-per-job", type=int, default=1, help="CPUs of every job (fewer at once)")
     args = parser.parse_args()
     where = [f"--partition={args.partition}"] if args.partition else []
     count = 8 if args.quick else args.jobs
@@ -122,19 +128,19 @@ def main() -> None:
     # road (a --wrap job runs in a Pod with the default image), so root submits these: root's
     # own jobs stay on the host (bridge.jobfile.routing).
     started = time.monotonic()
-    plain = [slurm(layout, "sbatch", "--parsable", "--cpus-per-task=1", "--mem=512M", "--output=/dev/null",
+    plain = [slurm(layout, "sbatch", "--parsable", f"--cpus-per-task={args.cpus_per_job}", "--mem=512M", "--output=/dev/null",
                    "--chdir=/tmp", *where, "--wrap", "sleep 1").strip()
              for _ in range(count)]
     baseline_s = wait_all_ended(layout, plain, 600) - started
-    floor = None if args.no_runtime_floor or args.partition else runtime_floor(layout, count)
+    floor = None if args.no_runtime_floor or args.partition else runtime_floor(layout, count, args.cpus_per_job)
 
     # The bridge: the sandbox's own watcher picks the files up from its submit/ folder.
     stamp = time.strftime("%H%M%S")
     names = [f"e2e-{stamp}-{i:04d}.sh" for i in range(count)]
     started = time.monotonic()
     for i, name in enumerate(names):
-        drop(settings.nas.submit_dir, name, job_text(name, env=("SANDBOX_RUN_DURATION=1s",), partition=args.partition),
-             users[i % len(users)])
+        drop(settings.nas.submit_dir, name, job_text(name, env=("SANDBOX_RUN_DURATION=1s",), partition=args.partition,
+                                                     cpus=args.cpus_per_job), users[i % len(users)])
     job_ids: dict[str, str] = {}
     deadline = time.monotonic() + 600
     while len(job_ids) < count and time.monotonic() < deadline:
@@ -150,7 +156,8 @@ def main() -> None:
         time.sleep(0.1)
     bridge_s = max(ended, time.monotonic()) - started
     states = slurm(layout, "sacct", "-n", "-X", "-P", "-o", "State", "-j", ",".join(job_ids.values())).split()
-    print(f"end to end: {count} one-second jobs" + (f" in partition {args.partition}" if args.partition else ""))
+    print(f"end to end: {count} one-second jobs of {args.cpus_per_job} CPU(s)"
+          + (f" in partition {args.partition}" if args.partition else ""))
     print(f"  plain Slurm jobs        : {baseline_s:7.2f} s")
     print(f"  through the bridge      : {bridge_s:7.2f} s  (drop -> results; {states.count('COMPLETED')} COMPLETED)")
     if floor is not None:

@@ -13,12 +13,20 @@ Reported: RSS and CPU at the start and the end of the window, the least-squares 
 the first quarter's, and how many jobs ended how (lost: accepted files with no job).
 
     .venv/bin/python bench/soak.py [--jobs 2000] [--minutes 30] [--sample-s 10] [--quick]
+                                   [--warmup-jobs 100] [--partition sim]
+
+`--warmup-jobs` first runs that many jobs through and waits for them to end, so that the
+window starts on a warm watcher (modules imported, caches and hook threads made) and its
+slope is growth per job, not warm-up. `--partition sim` sends the jobs to the sandbox's
+simulated nodes (`skbridge sandbox up --sim-nodes M`), whose Pods kwok plays: the watcher
+does all of its work for them, and the node is no longer the limit on throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +35,7 @@ from _harness import TERMINAL, drop, ensure_users, job_states, job_text, sandbox
 
 from bridge.sandbox.layout import SandboxLayout
 from bridge.sandbox.procs import Daemons
-from bridge.settings import load_settings
+from bridge.settings import Settings, load_settings
 
 
 def cpu_s(pid: int) -> float:
@@ -54,6 +62,23 @@ def accepted_job_ids(accepted: Path, prefix: str) -> list[str]:
     return [p.name.split("-", 1)[0] for p in accepted.iterdir() if p.name.split("-", 1)[-1].startswith(prefix)]
 
 
+def warm_up(settings: Settings, layout: SandboxLayout, owner: pwd.struct_passwd, prefix: str,
+            jobs: int, partition: str | None, drain_minutes: float) -> None:
+    warm_prefix = f"warm{prefix}"
+    for n in range(jobs):
+        drop(settings.nas.submit_dir, f"{warm_prefix}{n:05d}.sh",
+             job_text(f"warm-{n}", body="sleep 1", partition=partition), owner)
+    deadline = time.monotonic() + drain_minutes * 60
+    while time.monotonic() < deadline:
+        ids = accepted_job_ids(settings.nas.accepted_dir, warm_prefix)
+        states = job_states(layout, ids)
+        if len(ids) == jobs and len(states) == jobs and all(s in TERMINAL for s in states.values()):
+            print(f"soak: warm-up of {jobs} jobs ended", flush=True)
+            return
+        time.sleep(5)
+    raise SystemExit(f"the {jobs} warm-up jobs did not end within {drain_minutes} min")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -61,10 +86,13 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--drain-minutes", type=float, default=20.0,
                         help="after the window, how long to wait for the queue to empty")
+    parser.add_argument("--warmup-jobs", type=int, default=100,
+                        help="jobs run through (and ended) before the window starts")
+    parser.add_argument("--partition", default=None, help="Slurm partition of the jobs (default: the sandbox's)")
     parser.add_argument("--quick", action="store_true", help="20 jobs over 1 minute (CI smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.jobs, args.minutes, args.sample_s, args.drain_minutes = 20, 1.0, 5.0, 5.0
+        args.jobs, args.minutes, args.sample_s, args.drain_minutes, args.warmup_jobs = 20, 1.0, 5.0, 5.0, 5
     layout: SandboxLayout = sandbox()
     settings = load_settings(layout.bridge_config)
     record = Daemons(layout).running("watcher")
@@ -73,6 +101,8 @@ def main() -> None:
     pid = record.pid
     owner = ensure_users()[0]
     prefix = f"soak-{int(time.time())}-"
+    if args.warmup_jobs:
+        warm_up(settings, layout, owner, prefix, args.warmup_jobs, args.partition, args.drain_minutes)
     interval_s = args.minutes * 60 / args.jobs
     samples_rss: list[tuple[float, float]] = []
     samples_cpu: list[tuple[float, float]] = []
@@ -89,7 +119,8 @@ def main() -> None:
                 samples_cpu.append((now - started, (cpu - last_cpu) / max(now - last_t, 1e-9) * 100))
                 last_cpu, last_t, next_sample = cpu, now, next_sample + args.sample_s
             time.sleep(min(0.05, max(0.0, due - now)))
-        drop(settings.nas.submit_dir, f"{prefix}{n:05d}.sh", job_text(f"soak-{n}", body="sleep 1"), owner)
+        drop(settings.nas.submit_dir, f"{prefix}{n:05d}.sh",
+             job_text(f"soak-{n}", body="sleep 1", partition=args.partition), owner)
     window_s = time.monotonic() - started
     cpu_window = (cpu_s(pid) - cpu_start) / window_s * 100
     deadline = time.monotonic() + args.drain_minutes * 60

@@ -32,8 +32,8 @@ from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script
 from bridge.jobfile.launcher import has_launcher, strip_launcher
 from bridge.jobfile.spec import parse_job_text
-from bridge.kubernetes.access import ATTACH_KUBECONFIG, access_selector
-from bridge.kubernetes.client import Kube, load_client
+from bridge.kubernetes.access import ATTACH_KUBECONFIG
+from bridge.kubernetes.client import Kube, shared_client
 from bridge.kubernetes.objects import ObjectRef, attempt_selector, delete_objects, list_job_objects, wait_gone
 from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_USER, ObjectNames
 from bridge.log import get_logger
@@ -60,7 +60,7 @@ def run_epilog(settings: Settings, job_id: str, hook_env: Mapping[str, str] | No
         if allocation is not None:
             jobhistory.ended(settings, allocation)
         try:
-            kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
+            kube = shared_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
         except BridgeError as exc:
             log.error("Kubernetes unavailable; the reaper will collect and clean up", error=str(exc))
             _epilog_done("kube_unavailable", started)
@@ -176,8 +176,8 @@ def _teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
     refs: list[ObjectRef] = []
     while True:
         try:
+            # Every object of the job carries its job ID, the attach credential's too.
             refs = list_job_objects(kube, namespace, attempt_selector(job_id))
-            refs += [r for r in list_job_objects(kube, namespace, access_selector(job_id)) if r not in refs]
             if not refs:
                 return []
             deleted = delete_objects(kube, refs, grace_period_s=settings.kubernetes.termination_grace_period_s)

@@ -27,8 +27,8 @@ from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script, process_age_s
 from bridge.jobfile.launcher import has_launcher, strip_launcher
 from bridge.jobfile.spec import parse_job_text
-from bridge.kubernetes.access import access_selector, attach_identity, issue_attach_token
-from bridge.kubernetes.client import Kube, KubeRejected, load_client
+from bridge.kubernetes.access import attach_identity, issue_attach_token
+from bridge.kubernetes.client import Kube, KubeRejected, shared_client
 from bridge.kubernetes.nodemap import NodeMappingError, kube_node_for
 from bridge.kubernetes.objects import (
     Made,
@@ -215,7 +215,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
     timings.mark("validate")
     structlog.contextvars.bind_contextvars(node=allocation.node.node)
     try:
-        kube = load_client(kube_settings.kubeconfig, timeout_s=kube_settings.api_timeout_s)
+        kube = shared_client(kube_settings.kubeconfig, timeout_s=kube_settings.api_timeout_s)
         # Which Kubernetes node is each allocated Slurm node (a label lookup is one GET); a
         # multi-node job gets one Pod per node, rank k on the k-th.
         kube_nodes = [kube_node_for(kube_settings, item.node, kube) for item in allocation.nodes]
@@ -318,7 +318,15 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
 
 
 def _remove_previous_attempts(kube: Kube, settings: Settings, allocation: JobAllocation) -> None:
-    """A requeued job starts clean: objects of earlier attempts go first."""
+    """A requeued job starts clean: objects of earlier attempts go first.
+
+    A first attempt (restart count 0) has no earlier one, and every name it makes starts with
+    its own attempt's, so the listing is skipped on the common path (7 LISTs per job). A
+    leftover of another kind (a job ID Slurm handed out again after losing its state) is
+    still met: a name it shares answers the create with 409 and a different spec hash (the
+    job is requeued, and this listing runs then), and the epilog removes every attempt's."""
+    if allocation.restart_count == 0:
+        return
     namespace = settings.kubernetes.namespace
     current = ObjectNames.for_attempt(allocation.job_id, allocation.restart_count).pod
     old = [ref for ref in list_job_objects(kube, namespace, attempt_selector(allocation.job_id))
@@ -332,11 +340,11 @@ def _remove_previous_attempts(kube: Kube, settings: Settings, allocation: JobAll
 
 
 def _cleanup(kube: Kube, settings: Settings, allocation: JobAllocation, made: list[Made]) -> None:
-    """Remove what this attempt made (objects it merely reused from a re-run too)."""
+    """Remove what this attempt made, and what an earlier run of this prolog made for it."""
     refs = [m.ref for m in made]
     try:
-        refs += [r for r in list_job_objects(kube, settings.kubernetes.namespace, access_selector(allocation.job_id))
-                 if r not in refs]
+        selector = attempt_selector(allocation.job_id, allocation.restart_count)
+        refs += [r for r in list_job_objects(kube, settings.kubernetes.namespace, selector) if r not in refs]
         delete_objects(kube, refs, grace_period_s=0)
         left = wait_gone(kube, refs, timeout_s=settings.kubernetes.teardown_timeout_s)
     except BridgeError as exc:

@@ -40,10 +40,6 @@ def is_interactive(allocation: JobAllocation) -> bool:
     return allocation.name == INTERACTIVE_JOB_NAME
 
 
-def access_selector(job_id: str) -> str:
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ACCESS_FOR_JOB}={job_id}"
-
-
 def access_name(pod_name: str) -> str:
     return ObjectNames.service_account_for(pod_name)
 

@@ -374,7 +374,8 @@ def _cgroup_dirs(node: SandboxNode) -> Iterator[Path]:
             yield from sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def _kill_containers(node: SandboxNode) -> int:
+def kill_containers(node: SandboxNode) -> int:
+    """SIGKILL every process in the node's Pod cgroups; returns how many there were."""
     pids: set[int] = set()
     for directory in _cgroup_dirs(node):
         with contextlib.suppress(OSError):
@@ -476,7 +477,7 @@ def _remove_shim_sockets(paths: NodePaths) -> None:
 def cleanup(layout: SandboxLayout, progress: ProgressFn, node: SandboxNode | None = None) -> None:
     """After the node's daemons are gone: containers, shims, network, mounts, cgroups, IP leases."""
     node = node or layout.node
-    killed = _kill_containers(node)
+    killed = kill_containers(node)
     paths = NodePaths(layout, node)
     _kill_shims(layout, paths)
     _remove_network(node)
@@ -505,7 +506,7 @@ def stop(layout: SandboxLayout, daemons: Daemons, api: client.ApiClient | None, 
     if api is not None and daemons.running(kubelet) and daemons.running(containerd):
         _drain(api, node, progress)
     stopped = [name for name in (daemon_name("node-keeper", node), kubelet) if daemons.stop(name)]
-    _kill_containers(node)
+    kill_containers(node)
     time.sleep(0.2)
     stopped += [name for name in (containerd,) if daemons.stop(name)]
     cleanup(layout, progress, node)

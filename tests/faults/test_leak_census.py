@@ -5,7 +5,8 @@ out of memory, rejected by the bridge) is run `SKBRIDGE_CENSUS_PER_ENDING` times
 issue's 500-job census is `SKBRIDGE_CENSUS_PER_ENDING=72`). Afterwards no object of any of
 them exists in any kind, `sacct` says how each ended, every job that reached the prolog has
 its results folder, and the reaper had nothing to do for them: its log names none of them.
-A node failure is left out: the sandbox has one node, which the other tests share.
+A node failure is not among them: powering a node off ends every job on it, so it has a test
+of its own (tests/faults/test_node_failure.py).
 """
 
 from __future__ import annotations

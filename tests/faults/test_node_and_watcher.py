@@ -99,14 +99,23 @@ def test_kubelet_away_past_the_node_grace_period(jobs: Jobs, sandbox: Sandbox) -
     """Away longer than the node monitor's grace period: the node controller declares the node
     not ready (its Pods not Ready, the unreachable taint set). The container runs on under
     containerd, attach keeps waiting rather than failing the job, and once the kubelet is back
-    it reports the container again and the job ends as it would have."""
+    it reports the container again and the job ends as it would have.
+
+    Nor is it evicted later: the API server gives every Pod that does not say otherwise 300 s
+    of toleration for a not-ready or unreachable node, after which the taint manager deletes
+    it. The bridge's Pod tolerates both taints without a limit (Slurm decides that a node has
+    failed), and the API server admitted it so."""
     job_id = jobs.sbatch("skbalice", job_script(body="for i in $(seq 1 120); do echo line-g-$i; sleep 1; done"))
-    jobs.wait_running(job_id, timeout_s=120)
+    pod = jobs.wait_running(job_id, timeout_s=120)
+    tolerated = {t.get("key"): t for t in pod["spec"].get("tolerations") or [] if t.get("effect") == "NoExecute"}
+    for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        assert taint in tolerated and "tolerationSeconds" not in tolerated[taint], pod["spec"].get("tolerations")
     _kill9(sandbox, "kubelet")
     try:
         wait_for(lambda: _node_ready(jobs, sandbox.node_name) != "True", timeout_s=120,
                  what="the node declared not ready", interval_s=1)
         assert jobs.sacct(job_id)[0] == "RUNNING"
+        assert "deletionTimestamp" not in (jobs.pod(job_id) or {}).get("metadata", {})
     finally:
         restart(sandbox)
     _ran_once_and_whole(jobs, job_id, "g", lines=120)

@@ -1,13 +1,16 @@
-"""One table for how every Kubernetes answer becomes the bridge's error (bridge.kubernetes.client.api_error)."""
+"""One table for how every Kubernetes answer becomes the bridge's error (bridge.kubernetes.client.api_error),
+and the client the watcher's hooks share."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from bridge.errors import ConfigError, PermanentError, TemporaryError
 from bridge.kubernetes.client import (
+    SHARED_POOL_SIZE,
     KubeConflict,
     KubeError,
     KubeForbidden,
@@ -15,7 +18,9 @@ from bridge.kubernetes.client import (
     KubeRejected,
     KubeUnauthorized,
     api_error,
+    shared_client,
 )
+from bridge.kubernetes.kubeconfig import kubeconfig_document
 
 RBAC = 'pods is forbidden: User "system:serviceaccount:slurm-bridge:skbridge" cannot create resource "pods"'
 POLICY = "pods \"skb-1-r0\" is forbidden: ValidatingAdmissionPolicy 'slurm-k8s-bridge-pods' denied request"
@@ -54,3 +59,28 @@ def test_retry_after_is_kept() -> None:
     error = api_error("GET", "/", 429, "", b"", {"Retry-After": "7"})
     assert isinstance(error, KubeError) and error.retry_after_s == 7.0
     assert api_error("GET", "/", 503, "", b"not json", {"Retry-After": "soon"}).retry_after_s is None  # type: ignore[union-attr]
+
+
+def _kubeconfig(path: Path, token: str) -> Path:
+    doc = kubeconfig_document(server="https://api.example:6443", ca_pem=b"", user_name="u", token=token, namespace="ns")
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def test_the_shared_client_is_one_per_kubeconfig_until_the_file_is_rewritten(tmp_path: Path) -> None:
+    path = _kubeconfig(tmp_path / "kubeconfig", "first-token")
+    first = shared_client(path, timeout_s=10.0)
+    assert shared_client(path, timeout_s=10.0) is first
+    assert first.api_client.configuration.connection_pool_maxsize == SHARED_POOL_SIZE
+    assert shared_client(_kubeconfig(tmp_path / "other", "other-token"), timeout_s=10.0) is not first
+
+    renewed = _kubeconfig(path, "renewed-token-longer")  # an admin renews the credential
+    second = shared_client(renewed, timeout_s=10.0)
+    assert second is not first
+    assert second.api_client.configuration.api_key["BearerToken"] == "Bearer renewed-token-longer"
+    assert shared_client(path, timeout_s=10.0) is second
+
+
+def test_the_shared_client_says_which_kubeconfig_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot load kubeconfig .*absent"):
+        shared_client(tmp_path / "absent", timeout_s=10.0)
