@@ -94,6 +94,11 @@ class SlurmSettings(_Section):
         default=Path("/run/slurm-k8s-bridge/hooks.sock"),
         description="Root-only socket on which the watcher runs the Slurm hooks warm (no Python start-up per job); "
                     "the hooks run as their own processes when it is absent. None = the watcher does not serve it")
+    hooks_at_once: int = Field(
+        default=16, ge=1,
+        description="How many prologs, and apart from them how many epilogs, the watcher runs at once; more wait "
+                    "their turn. Past what the API server and this host's CPUs carry, more at once only makes "
+                    "every one slower, until API requests time out and jobs are requeued for nothing")
 
     def env(self) -> dict[str, str]:
         env = {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}

@@ -28,7 +28,7 @@ from bridge.hooks.fastpath import is_bridge_script, process_age_s
 from bridge.jobfile.launcher import has_launcher, strip_launcher
 from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.access import attach_identity, issue_attach_token
-from bridge.kubernetes.client import Kube, KubeRejected, shared_client
+from bridge.kubernetes.client import Kube, KubeRejected, api_unavailable, shared_client
 from bridge.kubernetes.nodemap import NodeMappingError, kube_node_for
 from bridge.kubernetes.objects import (
     Made,
@@ -62,6 +62,8 @@ EXIT_REQUEUE = 1
 
 # Set by the hook server: how long the hook's own process ran before it handed the job over.
 client_startup_s: ContextVar[float | None] = ContextVar("skbridge_client_startup_s", default=None)
+# Set by the hook server: how long the hook waited for its turn there (`slurm.hooks_at_once`).
+hook_queued_s: ContextVar[float | None] = ContextVar("skbridge_hook_queued_s", default=None)
 # Set by the hook server: True while slurmctld's hook process still waits for the answer. A
 # prolog whose process slurmctld has killed (PrologEpilogTimeout) counts as failed there, so
 # the served prolog must not let the script start.
@@ -84,10 +86,13 @@ class PrologTimings:
         # Served by the watcher, that is the thin client's start-up and its handing over.
         handed_over = client_startup_s.get()
         self.marks["python_startup"] = round(process_age_s() if handed_over is None else handed_over, 4)
+        queued = hook_queued_s.get()
+        if queued is not None:
+            self.marks["hook_queue"] = round(queued, 4)
 
     def total_s(self) -> float:
-        """Start-up (or handing over) included."""
-        return time.perf_counter() - self._started + self.marks["python_startup"]
+        """Start-up (or handing over) and the wait for a turn in the watcher included."""
+        return time.perf_counter() - self._started + self.marks["python_startup"] + self.marks.get("hook_queue", 0.0)
 
     def mark(self, name: str) -> None:
         now = time.perf_counter()
@@ -229,7 +234,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         return requeue(f"the bridge's Kubernetes credential does not work: {exc}", cause="kube_credential",
                        admin_problem=True)
     except BridgeError as exc:
-        return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable")
+        return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable", admin_problem=api_unavailable(exc))
     structlog.contextvars.bind_contextvars(kube_node=kube_node)
     try:
         rendered = render_job_ranks(settings, allocation, spec, script, kube_nodes)
@@ -276,6 +281,8 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
                        admin_problem=True)
     except BridgeError as exc:
         _cleanup(kube, settings, allocation, made)
+        if api_unavailable(exc):
+            return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable", admin_problem=True)
         return requeue(str(exc), cause="kube_error")
     except BaseException:
         # A bug must never leave a half-made set of objects behind.

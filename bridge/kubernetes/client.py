@@ -223,6 +223,12 @@ def api_error(method: str, path: str, status: int, message: str, body: Any,
     return kind(text, status=status, reason=reason, retry_after_s=_retry_after_s(headers))
 
 
+def api_unavailable(exc: BaseException) -> bool:
+    """The API server did not answer in time, or said it is overloaded or failing (429, 5xx):
+    a state of the control plane that every job meets alike, not a fault of this job."""
+    return isinstance(exc, KubeError) and (exc.status in {0, 429} or exc.status >= 500)
+
+
 # RBAC's own wording: `User "system:serviceaccount:slurm-bridge:skbridge" cannot create resource ...`;
 # admission denials name their plugin or policy instead.
 _RBAC_DENIAL = re.compile(r'is forbidden: User "[^"]*" cannot ')

@@ -70,3 +70,70 @@ def test_concurrent_notes_of_one_job_lose_nothing(tmp_path: object) -> None:
         thread.join()
     assert len(records.attempts("42")) == 120
     assert not [p for p in (tmp_path / "jobs").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_watcher_runs_so_many_prologs_at_once_and_epilogs_apart(tmp_path: object, monkeypatch: object) -> None:
+    """`slurm.hooks_at_once`: a burst of prologs takes turns (past what the API server carries,
+    more at once only slows each), the wait lands in the prolog's timings, and an epilog never
+    waits behind prologs."""
+    import threading
+    import time
+    from pathlib import Path
+
+    import pytest
+
+    from bridge.hooks import server as hook_server
+    from bridge.hooks.fastpath import ask_hook_server
+    from bridge.hooks.prolog import hook_queued_s
+    from bridge.settings import Settings
+
+    assert isinstance(tmp_path, Path) and isinstance(monkeypatch, pytest.MonkeyPatch)
+    guard = threading.Lock()
+    running = {"prolog": 0, "epilog": 0}
+    most = {"prolog": 0, "epilog": 0}
+    queued: list[float] = []
+    release_prologs = threading.Event()
+
+    def body(hook: str) -> object:
+        def run(_settings: object, _job_id: str, _env: object) -> int:
+            with guard:
+                running[hook] += 1
+                most[hook] = max(most[hook], running[hook])
+                if hook == "prolog":
+                    queued.append(hook_queued_s.get() or 0.0)
+            if hook == "prolog":
+                release_prologs.wait(10)
+            time.sleep(0.05)
+            with guard:
+                running[hook] -= 1
+            return 0
+        return run
+
+    monkeypatch.setattr(hook_server, "_bodies", lambda: {"prolog": body("prolog"), "epilog": body("epilog")})
+    settings = Settings.model_validate({"slurm": {"hooks_at_once": 2, "hook_socket_path": str(tmp_path / "hooks.sock")},
+                                        "hook_log_path": str(tmp_path / "hooks.log")})
+    server = hook_server.HookServer(settings, tmp_path / "hooks.sock")
+    server.start()
+    try:
+        answers: list[int | None] = []
+
+        def ask(hook: str, job_id: str) -> None:
+            answers.append(ask_hook_server(tmp_path / "hooks.sock", {"hook": hook, "job_id": job_id}, timeout_s=20))
+
+        prologs = [threading.Thread(target=ask, args=("prolog", str(100 + n))) for n in range(6)]
+        for thread in prologs:
+            thread.start()
+        time.sleep(0.3)
+        assert most["prolog"] == 2 and running["prolog"] == 2, "two prologs run, four wait their turn"
+        epilog = threading.Thread(target=ask, args=("epilog", "99"))
+        epilog.start()
+        epilog.join(5)
+        assert not epilog.is_alive() and most["epilog"] == 1, "an epilog does not wait behind the prologs"
+        release_prologs.set()
+        for thread in prologs:
+            thread.join(20)
+        assert answers == [0] * 7
+        assert most["prolog"] == 2
+        assert sum(1 for wait_s in queued if wait_s >= 0.2) == 4, queued
+    finally:
+        server.close()

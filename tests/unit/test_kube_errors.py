@@ -18,6 +18,7 @@ from bridge.kubernetes.client import (
     KubeRejected,
     KubeUnauthorized,
     api_error,
+    api_unavailable,
     shared_client,
 )
 from bridge.kubernetes.kubeconfig import kubeconfig_document
@@ -84,3 +85,19 @@ def test_the_shared_client_is_one_per_kubeconfig_until_the_file_is_rewritten(tmp
 def test_the_shared_client_says_which_kubeconfig_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot load kubeconfig .*absent"):
         shared_client(tmp_path / "absent", timeout_s=10.0)
+
+
+@pytest.mark.parametrize(("error", "unavailable"), [
+    (KubeError("read timed out", status=0), True),
+    (KubeError("too many requests", status=429), True),
+    (KubeError("etcdserver: request timed out", status=504), True),
+    (KubeConflict("exists", status=409), False),
+    (KubeNotFound("gone", status=404), False),
+    (KubeRejected("invalid", status=422), False),
+    (TemporaryError("objects of an earlier attempt are still terminating"), False),
+])
+def test_an_unanswering_or_overloaded_api_server_is_told_from_a_fault_of_the_job(error: Exception,
+                                                                                 unavailable: bool) -> None:
+    """The prolog requeues on both, but counts only the job's own faults against its attempts:
+    an API server that times out under load must not fail every job that meets it."""
+    assert api_unavailable(error) is unavailable
