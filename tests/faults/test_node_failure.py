@@ -5,7 +5,8 @@ kubelet, the shims) and every container process in its cgroups is SIGKILLed at o
 Slurm is told the node is down, as slurmctld itself says after `SlurmdTimeout` (120 s).
 
 Slurm requeues the job (JobRequeue=1). The failed attempt's epilog cannot reach a kubelet, so
-its Pod stays Terminating; once the node is back, the kubelet confirms the deletion, the next
+its Pod stays Terminating past the epilog's deadline (`kubernetes.teardown_timeout_s`); once
+the node is back, the next attempt's prolog removes what is left of the failed one, the next
 attempt runs to its end on the node it asked for, and nothing of either attempt is left.
 """
 
@@ -21,7 +22,7 @@ from bridge.sandbox.kube_node import daemon_name, kill_containers
 from bridge.sandbox.layout import SandboxNode
 from bridge.sandbox.procs import Daemons
 from tests.conftest import Sandbox, wait_for
-from tests.faults.conftest import restart
+from tests.faults.conftest import log_events, restart
 from tests.jobs.conftest import Jobs, job_script
 
 LINES = 20
@@ -51,13 +52,24 @@ def _power_off(sandbox: Sandbox, node: SandboxNode) -> None:
 
 
 def _pod_log_lines(jobs: Jobs, job_id: str) -> list[str]:
-    text = jobs.output_path("skbalice", job_id).read_text()
+    path = jobs.output_path("skbalice", job_id)
+    text = path.read_text() if path.exists() else ""
     return [line for line in text.splitlines() if line.startswith("line-n-")]
+
+
+STUCK = "objects still present at the epilog's deadline; the reaper will remove them"
+
+
+def _epilog_ends(jobs: Jobs, since: int, job_id: str) -> list[str]:
+    """How the job's epilogs ended so far: "removed", or STUCK."""
+    return [str(entry["event"]) for event in ("removed", STUCK)
+            for entry in log_events(jobs.hook_log()[since:], "epilog", event) if entry.get("job_id") == job_id]
 
 
 def test_a_node_dying_under_a_job_requeues_it_and_leaves_nothing(jobs: Jobs, sandbox: Sandbox) -> None:
     node = _second_node(sandbox)
     body = f"for i in $(seq 1 {LINES}); do echo line-n-$i; sleep 1; done"
+    before = len(jobs.hook_log())
     job_id = jobs.sbatch("skbalice", job_script(body=body), f"--nodelist={node.name}")
     first = jobs.wait_running(job_id, timeout_s=120)
     assert first["spec"]["nodeName"] == node.name
@@ -69,10 +81,18 @@ def test_a_node_dying_under_a_job_requeues_it_and_leaves_nothing(jobs: Jobs, san
         wait_for(lambda: jobs.squeue_job(job_id).get("restart_cnt", 0) >= 1
                  or "PENDING" in str(jobs.squeue_job(job_id).get("job_state")),
                  timeout_s=180, what=f"job {job_id} requeued after its node failed")
+        # The failed attempt's epilog collects what the API server still knows and deletes its
+        # objects; with no kubelet to confirm, the Pod stays Terminating past its deadline.
+        wait_for(lambda: bool(_epilog_ends(jobs, before, job_id)), timeout_s=240, what="the failed attempt's epilog")
+        assert _epilog_ends(jobs, before, job_id) == [STUCK], "the epilog cannot finish the Pod of a dead node"
+        stuck = jobs.pod(job_id, restart=0)
+        assert stuck is not None and stuck["metadata"].get("deletionTimestamp"), "Terminating, as on a dead node"
         assert jobs.pod(job_id, restart=1) is None, "the next attempt waits for a node"
     finally:
         restart(sandbox)  # the node boots: its daemons start, slurmd registers (ReturnToService=2)
-    assert jobs.wait_done(job_id, timeout_s=420) == ("COMPLETED", "0:0")
+    # sacct shows the failed attempt (NODE_FAIL) until the next one starts.
+    jobs.wait_state(job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"}, timeout_s=420)
+    assert jobs.wait_done(job_id, timeout_s=300) == ("COMPLETED", "0:0")
     assert _pod_log_lines(jobs, job_id) == [f"line-n-{i}" for i in range(1, LINES + 1)], \
         "the requeued attempt's output is whole, once"
     history = sandbox.slurm("sacct", "-n", "-P", "-X", "--duplicates", "-j", job_id, "-o", "State").stdout.split()
