@@ -204,15 +204,26 @@ def delete_objects(kube: Kube, refs: list[ObjectRef], *, grace_period_s: int | N
     return deleted
 
 
-def wait_gone(kube: Kube, refs: list[ObjectRef], *, timeout_s: float) -> list[ObjectRef]:
-    """Poll until every object is gone; returns the ones still present at the deadline."""
+def wait_gone(kube: Kube, refs: list[ObjectRef], *, timeout_s: float, max_pause_s: float = 0.5) -> list[ObjectRef]:
+    """Poll until every object is gone; returns the ones still present at the deadline.
+
+    Objects go in dependency order (the Pod holds its claims, each claim its volume), so only
+    the first one left is asked about until it is gone, with pauses growing from 50 ms to
+    `max_pause_s`. Asking about all of them every 0.2 s, 16 epilogs at once sent the API
+    server some 500 GETs a second while the Pods' containers stopped.
+    """
     deadline = time.monotonic() + timeout_s
-    remaining = list(refs)
+    remaining = sorted(refs, key=lambda r: KIND_ORDER.index(r.kind))
+    pause_s = 0.05
     while remaining:
-        remaining = [ref for ref in remaining if kube.get_or_none(ref.path) is not None]
-        if not remaining or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        if kube.get_or_none(remaining[0].path) is None:
+            remaining = remaining[1:]
+            pause_s = 0.05
+            continue
+        if time.monotonic() > deadline:
+            return [ref for ref in remaining if kube.get_or_none(ref.path) is not None]
+        time.sleep(min(pause_s, max(0.0, deadline - time.monotonic())))
+        pause_s = min(pause_s * 2, max_pause_s)
     return remaining
 
 
