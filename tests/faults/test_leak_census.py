@@ -54,7 +54,8 @@ def _cancelled_pending(jobs: Jobs) -> str:
 
 def _cancelled_running(jobs: Jobs) -> str:
     job_id = jobs.sbatch("skbalice", job_script(body="echo started; sleep 300"))
-    jobs.wait_running(job_id, timeout_s=180)
+    # A requeued attempt (Kubernetes had no room yet) is started again after Slurm's delay.
+    jobs.wait_running(job_id, timeout_s=420)
     jobs.sandbox.slurm("scancel", job_id)
     return job_id
 

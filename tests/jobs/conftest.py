@@ -17,7 +17,7 @@ import pytest
 from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.client import Kube, load_client
 from bridge.kubernetes.objects import KIND_ORDER, collection_path
-from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, MANAGED_BY, RenderedJob, render_job
+from bridge.kubernetes.render import LABEL_JOB_ID, LABEL_MANAGED_BY, LABEL_RESTART, MANAGED_BY, RenderedJob, render_job
 from bridge.sandbox.images import JOB_IMAGE
 from bridge.settings import Settings, load_settings
 from bridge.slurm.jobinfo import JobAllocation, NodeAllocation
@@ -133,11 +133,18 @@ class Jobs:
     def pod(self, job_id: str, restart: int = 0) -> dict[str, Any] | None:
         return self.kube.get_or_none(f"/api/v1/namespaces/{self.namespace}/pods/skb-{job_id}-r{restart}")
 
+    def current_pod(self, job_id: str) -> dict[str, Any] | None:
+        """The Pod of the job's latest attempt (a requeued job's is not `-r0`)."""
+        listing = self.kube.request("GET", collection_path("Pod", self.namespace),
+                                    query={"labelSelector": f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_JOB_ID}={job_id}"})
+        pods = [item for item in listing.get("items") or [] if "-rank" not in item["metadata"]["name"]]
+        return max(pods, key=lambda p: int(p["metadata"]["labels"].get(LABEL_RESTART, "0")), default=None)
+
     def wait_running(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
         self.wait_state(job_id, {"RUNNING"}, timeout_s)
-        wait_for(lambda: ((self.pod(job_id) or {}).get("status") or {}).get("phase") == "Running",
+        wait_for(lambda: ((self.current_pod(job_id) or {}).get("status") or {}).get("phase") == "Running",
                  timeout_s=timeout_s, what=f"Pod of job {job_id} Running")
-        pod = self.pod(job_id)
+        pod = self.current_pod(job_id)
         assert pod is not None
         return pod
 
