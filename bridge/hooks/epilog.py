@@ -30,6 +30,7 @@ from bridge.collect.summary import SUMMARY_FILE, build_summary, summary_bytes
 from bridge.errors import BridgeError, ConfigError, TemporaryError
 from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script
+from bridge.hooks.turns import place_given_up
 from bridge.jobfile.launcher import has_launcher, strip_launcher
 from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.access import ATTACH_KUBECONFIG
@@ -182,7 +183,8 @@ def _teardown(settings: Settings, kube: Kube, job_id: str) -> list[ObjectRef]:
                 return []
             deleted = delete_objects(kube, refs, grace_period_s=settings.kubernetes.termination_grace_period_s)
             log.info("deleting", objects=[str(r) for r in deleted])
-            left = wait_gone(kube, refs, timeout_s=max(1.0, deadline - time.monotonic()))
+            with place_given_up():  # the Pod's grace period runs: others' epilogs go on
+                left = wait_gone(kube, refs, timeout_s=max(1.0, deadline - time.monotonic()))
             if not left:
                 log.info("removed", objects=[str(r) for r in refs])
                 return []

@@ -25,6 +25,7 @@ from bridge.collect.results import ensure_results_dir, record_status
 from bridge.errors import BridgeError, ConfigError, PermanentError, TemporaryError
 from bridge.hooks import jobhistory
 from bridge.hooks.fastpath import is_bridge_script, process_age_s
+from bridge.hooks.turns import hook_queued_s, place_given_up
 from bridge.jobfile.launcher import has_launcher, strip_launcher
 from bridge.jobfile.spec import parse_job_text
 from bridge.kubernetes.access import attach_identity, issue_attach_token
@@ -62,8 +63,6 @@ EXIT_REQUEUE = 1
 
 # Set by the hook server: how long the hook's own process ran before it handed the job over.
 client_startup_s: ContextVar[float | None] = ContextVar("skbridge_client_startup_s", default=None)
-# Set by the hook server: how long the hook waited for its turn there (`slurm.hooks_at_once`).
-hook_queued_s: ContextVar[float | None] = ContextVar("skbridge_hook_queued_s", default=None)
 # Set by the hook server: True while slurmctld's hook process still waits for the answer. A
 # prolog whose process slurmctld has killed (PrologEpilogTimeout) counts as failed there, so
 # the served prolog must not let the script start.
@@ -80,23 +79,31 @@ class PrologTimings:
     # For the metrics: a closed set each (bridge.metrics.PROLOG_OUTCOME_VALUES, REQUEUE_CAUSES).
     outcome: str = "skipped"
     requeue_cause: str | None = None
+    _queued_before_s: float = 0.0
+    _queued_seen_s: float = 0.0
 
     def __post_init__(self) -> None:
         # Interpreter start-up and imports happen before this object exists: count them too.
-        # Served by the watcher, that is the thin client's start-up and its handing over.
+        # Served by the watcher, that is the thin client's start-up and its handing over, and
+        # then the wait for a place there (bridge.hooks.turns).
         handed_over = client_startup_s.get()
         self.marks["python_startup"] = round(process_age_s() if handed_over is None else handed_over, 4)
-        queued = hook_queued_s.get()
-        if queued is not None:
-            self.marks["hook_queue"] = round(queued, 4)
+        self._queued_before_s = self._queued_seen_s = hook_queued_s.get() or 0.0
+        if hook_queued_s.get() is not None:
+            self.marks["hook_queue"] = round(self._queued_before_s, 4)
 
     def total_s(self) -> float:
-        """Start-up (or handing over) and the wait for a turn in the watcher included."""
-        return time.perf_counter() - self._started + self.marks["python_startup"] + self.marks.get("hook_queue", 0.0)
+        """Start-up (or handing over) and the first wait for a place in the watcher included."""
+        return time.perf_counter() - self._started + self.marks["python_startup"] + self._queued_before_s
 
     def mark(self, name: str) -> None:
+        """Close stage `name`; a wait for a place in the watcher within it counts as `hook_queue`."""
         now = time.perf_counter()
-        self.marks[name] = round(self.marks.get(name, 0.0) + now - self._last, 4)
+        queued_s = hook_queued_s.get() or 0.0
+        waited_s, self._queued_seen_s = queued_s - self._queued_seen_s, queued_s
+        if waited_s > 0:
+            self.marks["hook_queue"] = round(self.marks.get("hook_queue", 0.0) + waited_s, 4)
+        self.marks[name] = round(self.marks.get(name, 0.0) + now - self._last - waited_s, 4)
         self._last = now
 
 
@@ -261,9 +268,10 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         # costs the slowest one's time.
         ranks: list[Rank] = []
         for pod_name, item in zip(rendered.pod_names, allocation.nodes, strict=True):
-            verdict = wait_pod_ready(kube, kube_settings.namespace, pod_name,
-                                     timeout_s=kube_settings.pod_ready_timeout_s,
-                                     unschedulable_grace_s=kube_settings.unschedulable_grace_s)
+            with place_given_up():  # an image pull may take minutes: others' prologs go on
+                verdict = wait_pod_ready(kube, kube_settings.namespace, pod_name,
+                                         timeout_s=kube_settings.pod_ready_timeout_s,
+                                         unschedulable_grace_s=kube_settings.unschedulable_grace_s)
             if not verdict.ready:
                 if other_pods:
                     verdict = replace(verdict, reason=f"rank {len(ranks)} ({item.node}): {verdict.reason}")

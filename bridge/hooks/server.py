@@ -34,7 +34,8 @@ from typing import Any
 from bridge import installed_version, metrics
 from bridge.hooks.entry import HookBody, open_hook_log, run_hook_body
 from bridge.hooks.fastpath import ask_hook_server
-from bridge.hooks.prolog import client_startup_s, client_waiting, hook_queued_s
+from bridge.hooks.prolog import client_startup_s, client_waiting
+from bridge.hooks.turns import holding_place, hook_queued_s
 from bridge.log import get_logger, log_stream
 from bridge.settings import Settings, config_digest, config_file_in_effect
 
@@ -64,9 +65,9 @@ class HookServer:
         # Tells a reload (same pid, fresh image) from the server that was there before it.
         self._started_at = time.time()
         self._jobs = _JobLocks()
-        # Prologs and epilogs take turns apart: an epilog never waits behind prologs (it frees
-        # what they may wait for), nor a prolog behind a burst of epilogs.
-        self._turns = {hook: threading.BoundedSemaphore(settings.slurm.hooks_at_once) for hook in ("prolog", "epilog")}
+        # Prologs and epilogs have places apart (bridge.hooks.turns): an epilog never waits
+        # behind prologs (it frees what they may wait for), nor a prolog behind a burst of epilogs.
+        self._places = {hook: threading.BoundedSemaphore(settings.slurm.hooks_at_once) for hook in ("prolog", "epilog")}
 
     def start(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ class HookServer:
         try:
             # The hook's lines go to the hooks' log, as when slurmctld runs it as a process.
             with log_stream(self._hook_log), metrics.HOOKS_IN_FLIGHT.labels(str(hook)).track_inprogress(), \
-                    self._jobs.one_at_a_time(job_id), self._turn(str(hook)):
+                    self._jobs.one_at_a_time(job_id), holding_place(self._places[str(hook)]):
                 job_env = request.get("job_env")
                 if hook == "prolog" and waiting is not None and not waiting():
                     # slurmctld gave up on it while it waited for its turn: nothing was made yet,
@@ -139,14 +140,7 @@ class HookServer:
             client_waiting.reset(waiting_token)
             hook_queued_s.reset(queued_token)
 
-    @contextlib.contextmanager
-    def _turn(self, hook: str) -> Iterator[None]:
-        """Wait for one of `slurm.hooks_at_once` places; the wait goes into the prolog's timings."""
-        turns = self._turns[hook]
-        started = time.perf_counter()
-        with turns:
-            hook_queued_s.set(time.perf_counter() - started)
-            yield
+
 
 
 class _JobLocks:

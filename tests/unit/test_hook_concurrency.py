@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 
 from bridge.hooks.server import _still_connected
+from bridge.settings import Settings
+from tests.conftest import wait_for
 
 
 def test_a_waiting_client_is_connected_and_a_closed_one_is_not() -> None:
@@ -84,8 +86,7 @@ def test_the_watcher_runs_so_many_prologs_at_once_and_epilogs_apart(tmp_path: ob
 
     from bridge.hooks import server as hook_server
     from bridge.hooks.fastpath import ask_hook_server
-    from bridge.hooks.prolog import hook_queued_s
-    from bridge.settings import Settings
+    from bridge.hooks.turns import hook_queued_s
 
     assert isinstance(tmp_path, Path) and isinstance(monkeypatch, pytest.MonkeyPatch)
     guard = threading.Lock()
@@ -135,5 +136,48 @@ def test_the_watcher_runs_so_many_prologs_at_once_and_epilogs_apart(tmp_path: ob
         assert answers == [0] * 7
         assert most["prolog"] == 2
         assert sum(1 for wait_s in queued if wait_s >= 0.2) == 4, queued
+    finally:
+        server.close()
+
+
+def test_a_hook_that_only_waits_gives_its_place_to_another(tmp_path: object, monkeypatch: object) -> None:
+    """One place: a prolog waiting for its Pod (an image pull, say) lets the next job's prolog
+    run meanwhile, and queues for the place again before it goes on."""
+    import threading
+    from pathlib import Path
+
+    import pytest
+
+    from bridge.hooks import server as hook_server
+    from bridge.hooks.fastpath import ask_hook_server
+    from bridge.hooks.turns import place_given_up
+
+    assert isinstance(tmp_path, Path) and isinstance(monkeypatch, pytest.MonkeyPatch)
+    order: list[str] = []
+    pod_ready = threading.Event()
+
+    def prolog(_settings: object, job_id: str, _env: object) -> int:
+        order.append(f"{job_id} works")
+        if job_id == "1":
+            with place_given_up():
+                order.append("1 waits for its Pod")
+                assert pod_ready.wait(10)
+            order.append("1 works again")
+        else:
+            pod_ready.set()
+        return 0
+
+    monkeypatch.setattr(hook_server, "_bodies", lambda: {"prolog": prolog, "epilog": prolog})
+    settings = Settings.model_validate({"slurm": {"hooks_at_once": 1, "hook_socket_path": str(tmp_path / "h.sock")},
+                                        "hook_log_path": str(tmp_path / "hooks.log")})
+    server = hook_server.HookServer(settings, tmp_path / "h.sock")
+    server.start()
+    try:
+        first = threading.Thread(target=ask_hook_server, args=(tmp_path / "h.sock", {"hook": "prolog", "job_id": "1"}))
+        first.start()
+        wait_for(lambda: "1 waits for its Pod" in order, timeout_s=10, what="the first prolog waiting")
+        assert ask_hook_server(tmp_path / "h.sock", {"hook": "prolog", "job_id": "2"}, timeout_s=10) == 0
+        first.join(10)
+        assert order == ["1 works", "1 waits for its Pod", "2 works", "1 works again"]
     finally:
         server.close()
