@@ -14,6 +14,7 @@ import calendar
 import pwd
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,8 +162,13 @@ def _collect_leftovers(settings: Settings, kube: Kube, job: JobObjects, reason: 
     log.info("collected what the epilog left", results_dir=str(job_dir))
 
 
-def reap_once(settings: Settings, kube: Kube, *, grace_s: float, now: float | None = None) -> list[str]:
-    """One pass; returns the job ids whose objects were removed."""
+def reap_once(settings: Settings, kube: Kube, *, grace_s: float, now: float | None = None,
+              hook_running: Callable[[str], bool] | None = None) -> list[str]:
+    """One pass; returns the job ids whose objects were removed.
+
+    `hook_running(job_id)`: True while the watcher runs a hook of that job. Slurm may count a
+    job as ended while its EpilogSlurmctld still collects and tears down (a job cancelled
+    during its prolog): that epilog is left to finish, not raced for the same objects."""
     found = bridge_objects(kube, settings.kubernetes.namespace)
     if not found:
         return []
@@ -171,7 +177,7 @@ def reap_once(settings: Settings, kube: Kube, *, grace_s: float, now: float | No
     reaped = []
     for job_id, job in sorted(found.items()):
         reason = view.verdict(job_id, job.newest_created, now, grace_s)
-        if reason is None:
+        if reason is None or (hook_running is not None and hook_running(job_id)):
             continue
         with structlog.contextvars.bound_contextvars(job_id=job_id, user=job.user):
             try:
@@ -184,6 +190,9 @@ def reap_once(settings: Settings, kube: Kube, *, grace_s: float, now: float | No
             for ref in deleted:
                 metrics.REAPED_OBJECTS.labels(ref.kind).inc()
             left = wait_gone(kube, job.refs, timeout_s=10)
+            if not deleted:
+                log.info("gone before the reaper removed anything", reason=reason)
+                continue
             log.info("reaped", reason=reason, objects=[str(r) for r in deleted],
                      still_present=[str(r) for r in left] or None)
             reaped.append(job_id)

@@ -22,7 +22,7 @@ from bridge import metrics, systemd
 from bridge.collect.reaper import reap_once
 from bridge.collect.retention import retention_pass
 from bridge.errors import BridgeError, ConfigError
-from bridge.hooks.server import serving_hooks
+from bridge.hooks.server import HookServer, serving_hooks
 from bridge.ingest.detect import InotifyHint, SubmitScanner
 from bridge.ingest.journal import Entry, Journal, JournalUnavailable
 from bridge.ingest.layout import ensure_user_folders
@@ -65,6 +65,7 @@ class Watcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reload_asked = threading.Event()
+        self._hook_server: HookServer | None = None  # set once it serves; the reaper asks it
         self._journal_down_logged_at = -60.0
         self.reload_on_exit = False
         self._in_flight: dict[str, Future[Outcome]] = {}
@@ -129,7 +130,9 @@ class Watcher:
         try:
             metrics.track_journal(lambda: [entry.created_at for entry in journal.open_entries()])
             metrics.HEARTBEAT.set_to_current_time()  # alive from the start, not "stalled since 1970" until the loop runs
-            with serving_hooks(settings), metrics.serving_metrics(settings.metrics.listen_address, settings.metrics.port):
+            with serving_hooks(settings) as hook_server, \
+                    metrics.serving_metrics(settings.metrics.listen_address, settings.metrics.port):
+                self._hook_server = hook_server
                 self._recover(ingestor, pool)
                 systemd.notify("READY=1")
                 log.info("watching", folder=str(settings.nas.submit_dir), poll_interval_s=ingest.poll_interval_s,
@@ -152,7 +155,9 @@ class Watcher:
             try:
                 if kube is None:
                     kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
-                reap_once(settings, kube, grace_s=settings.ingest.reaper_grace_s)
+                server = self._hook_server
+                reap_once(settings, kube, grace_s=settings.ingest.reaper_grace_s,
+                          hook_running=server.hook_running if server is not None else None)
                 metrics.REAPER_PASSES.labels("ok").inc()
             except BridgeError as exc:
                 metrics.REAPER_PASSES.labels("skipped").inc()

@@ -103,6 +103,10 @@ class HookServer:
             self._hook_log.close()
         self._server = None
 
+    def hook_running(self, job_id: str) -> bool:
+        """True while a hook of the job runs (or waits for a place) here: the reaper leaves it alone."""
+        return self._jobs.busy(job_id)
+
     def _serve(self, request: dict[str, Any], waiting: Callable[[], bool] | None = None) -> int | dict[str, Any]:
         hook = request.get("hook")
         if hook == "ping":
@@ -153,6 +157,10 @@ class _JobLocks:
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}
+
+    def busy(self, job_id: str) -> bool:
+        with self._guard:
+            return job_id in self._locks
 
     @contextlib.contextmanager
     def one_at_a_time(self, job_id: str) -> Iterator[None]:
