@@ -24,7 +24,9 @@ def test_submit_status_logs_results_walkthrough(cli: Cli) -> None:
     running = cli.json(ALICE, "status", job_id)
     assert running["state"] == "RUNNING"
     assert running["user"] == ALICE and running["name"] == "walk"
-    assert running["node"] == cli.sandbox.node_name
+    # Where Slurm put it: the first node unless it was busy (a job still COMPLETING there).
+    slurm_node = cli.sandbox.slurm("squeue", "--noheader", "--jobs", job_id, "--format=%N").stdout.strip()
+    assert running["node"] == slurm_node and slurm_node in {node.name for node in cli.sandbox.layout.nodes}
     assert running["cpus"] == 1 and running["memory_mib"] == 1024
     # Users have no Kubernetes rights: the Pod is read with the job's own credential.
     assert running["pod"]["source"] == "kubernetes" and running["pod"]["phase"] == "Running"

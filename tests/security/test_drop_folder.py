@@ -140,7 +140,9 @@ def test_ambiguous_failure_then_slurmctld_stopped_for_longer_keeps_waiting(
         sandbox: Sandbox, users: dict[str, pwd.struct_passwd], private_watcher: list[WatcherRun]) -> None:
     """Lookups failing for a while (slurmctld frozen) are no reason to submit: the file waits in
     processing/ as "submitting", then exactly one job results."""
-    run = make_watcher_run(sandbox, SKBRIDGE_SLURM__COMMAND_TIMEOUT_S="1", SKBRIDGE_INGEST__RETRY_INITIAL_S="0.2",
+    # 3 s: long enough for the lookup's sacct over the last hour of a busy sandbox (thousands
+    # of benchmark jobs: over 1 s), short enough to see several lookups fail while it is frozen.
+    run = make_watcher_run(sandbox, SKBRIDGE_SLURM__COMMAND_TIMEOUT_S="3", SKBRIDGE_INGEST__RETRY_INITIAL_S="0.2",
                            SKBRIDGE_INGEST__RETRY_MAX_S="0.5")
     private_watcher.append(run)
     run.start()
@@ -150,7 +152,7 @@ def test_ambiguous_failure_then_slurmctld_stopped_for_longer_keeps_waiting(
     os.kill(record.pid, signal.SIGSTOP)
     try:
         run.drop("frozen.sh", VALID_JOB.format(name="frozen"), owner=users["skbalice"])
-        wait_for(lambda: run.log_text().count("cannot look the job up yet") >= 3, timeout_s=20,
+        wait_for(lambda: run.log_text().count("cannot look the job up yet") >= 3, timeout_s=45,
                  what="several failed lookups", interval_s=0.1)
         assert run.log_text().count('"event": "sbatch did not say whether the job exists') == 1
         assert list(run.folder("accepted").iterdir()) == [] and list(run.folder("failed").iterdir()) == []
