@@ -187,12 +187,12 @@ def reap_once(settings: Settings, kube: Kube, *, grace_s: float, now: float | No
             except OSError as exc:
                 log.warning("results folder unwritable; removing anyway", error=str(exc))
             deleted = delete_objects(kube, job.refs, grace_period_s=0)
+            if not deleted:  # their epilog got there first: nothing to wait for, nothing reaped
+                log.info("gone before the reaper removed anything", reason=reason)
+                continue
             for ref in deleted:
                 metrics.REAPED_OBJECTS.labels(ref.kind).inc()
             left = wait_gone(kube, job.refs, timeout_s=10)
-            if not deleted:
-                log.info("gone before the reaper removed anything", reason=reason)
-                continue
             log.info("reaped", reason=reason, objects=[str(r) for r in deleted],
                      still_present=[str(r) for r in left] or None)
             reaped.append(job_id)

@@ -27,7 +27,7 @@ from bridge.ingest.detect import InotifyHint, SubmitScanner
 from bridge.ingest.journal import Entry, Journal, JournalUnavailable
 from bridge.ingest.layout import ensure_user_folders
 from bridge.ingest.pipeline import Ingestor, Outcome
-from bridge.kubernetes.client import load_client
+from bridge.kubernetes.client import shared_client
 from bridge.log import get_logger
 from bridge.settings import Settings, config_file_in_effect, load_settings
 
@@ -150,11 +150,10 @@ class Watcher:
         """Remove what epilogs left behind, every `reaper_interval_s`, until stopped."""
         settings = self._settings
         reaper_log = get_logger(component="reaper")
-        kube = None
         while not self._stop.wait(settings.ingest.reaper_interval_s):
             try:
-                if kube is None:
-                    kube = load_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
+                # The hooks' client: a renewed kubeconfig reaches the reaper too.
+                kube = shared_client(settings.kubernetes.kubeconfig, timeout_s=settings.kubernetes.api_timeout_s)
                 server = self._hook_server
                 reap_once(settings, kube, grace_s=settings.ingest.reaper_grace_s,
                           hook_running=server.hook_running if server is not None else None)

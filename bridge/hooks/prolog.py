@@ -209,8 +209,9 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         return EXIT_OK
 
     def requeue(reason: str, *, cause: str, admin_problem: bool = False) -> int:
-        """Try again later. An admin's problem (broken template, refused credential) hits every
-        job alike: those jobs stay queued until it is fixed instead of using up their attempts."""
+        """Try again later. A problem of the site's (broken template, refused credential, an API
+        server that does not answer) hits every job alike: those jobs stay queued until it is
+        fixed instead of using up their attempts."""
         if not admin_problem and allocation.restart_count + 1 >= kube_settings.max_prolog_attempts:
             return reject(f"{reason} (gave up after {allocation.restart_count + 1} attempts)")
         log.warning("requeue", reason=reason)
@@ -218,6 +219,13 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         note("requeued", reason)
         _admin_comment(settings, allocation.job_id, f"skbridge requeued: {reason}")
         return EXIT_REQUEUE
+
+    def kube_trouble(exc: BridgeError) -> int:
+        """An API server that does not answer (or is overloaded) is every job's trouble, not this
+        job's: it requeues without using up an attempt. Anything else is counted."""
+        if api_unavailable(exc):
+            return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable", admin_problem=True)
+        return requeue(str(exc), cause="kube_error")
 
     spec, problems = parse_job_text(script, settings.policy, settings.nas, owner=allocation.user,
                                     owner_home=_home_of(allocation.uid))
@@ -241,7 +249,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
         return requeue(f"the bridge's Kubernetes credential does not work: {exc}", cause="kube_credential",
                        admin_problem=True)
     except BridgeError as exc:
-        return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable", admin_problem=api_unavailable(exc))
+        return kube_trouble(exc)
     structlog.contextvars.bind_contextvars(kube_node=kube_node)
     try:
         rendered = render_job_ranks(settings, allocation, spec, script, kube_nodes)
@@ -289,9 +297,7 @@ def _prolog_for(settings: Settings, allocation: JobAllocation, script: str, timi
                        admin_problem=True)
     except BridgeError as exc:
         _cleanup(kube, settings, allocation, made)
-        if api_unavailable(exc):
-            return requeue(f"Kubernetes API unavailable: {exc}", cause="kube_unavailable", admin_problem=True)
-        return requeue(str(exc), cause="kube_error")
+        return kube_trouble(exc)
     except BaseException:
         # A bug must never leave a half-made set of objects behind.
         _cleanup(kube, settings, allocation, made)

@@ -145,8 +145,6 @@ class HookServer:
             hook_queued_s.reset(queued_token)
 
 
-
-
 class _JobLocks:
     """One hook at a time per job. A restarted slurmctld runs a job's prolog again while the
     first run, which lost its client, still works here: the second waits for the first to
